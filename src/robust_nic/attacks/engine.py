@@ -1,0 +1,104 @@
+"""The one step loop every gradient attack shares: one surrogate forward and one backward per step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from robust_nic.attacks.budget import Budget, expand
+from robust_nic.attacks.objectives import Objective
+from robust_nic.attacks.surrogate import PROXIES, Surrogate
+
+
+class ZeroGradientError(RuntimeError):
+    """The surrogate passes no gradient to the input: the attack would silently do nothing."""
+
+
+@dataclass
+class Problem:
+    """One batch to attack: where to start, what to maximise, what is allowed."""
+
+    x: torch.Tensor
+    budget: Budget
+    objective: Objective
+    surrogate: Surrogate
+    goal: torch.Tensor | None
+    generator: torch.Generator
+
+    def evaluate(
+        self, delta: torch.Tensor, gain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score the iterate x + delta and take d gain / d delta (gain defaults to the score).
+
+        Returns (x_adv, score, grad), all detached; the score is reused for keeping the best iterate.
+        """
+        if not delta.requires_grad:
+            delta = delta.detach().requires_grad_(True)
+        x_adv = self.budget.clip(self.x, delta)
+        score = self.objective.score(self.surrogate(x_adv), self.goal)
+        total = gain(x_adv, score) if gain is not None else score
+        # autograd.grad (not backward): parameters' .grad stays exactly as the caller left it.
+        (grad,) = torch.autograd.grad(total.sum(), delta)
+        return x_adv.detach(), score.detach(), grad
+
+    def stuck(self, x_adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Per image: is the first gradient exactly zero only because the objective is stationary?
+
+        Raises ZeroGradientError when the surrogate itself passes no gradient (proxy none, or a wrapper
+        that rounds). Costs one host sync, and one extra forward/backward only when a gradient is zero.
+        """
+        zero = grad.flatten(1).abs().amax(1) == 0
+        if not bool(zero.any()):
+            return zero
+        probe_in = x_adv.detach().requires_grad_(True)
+        out = self.surrogate(probe_in)
+        direction = torch.randn(out["x_hat"].shape, generator=self.generator, device=self.x.device)
+        (probe,) = torch.autograd.grad((out["x_hat"] * direction).sum(), probe_in)
+        dead = probe.flatten(1).abs().amax(1) == 0
+        if bool((zero & dead).any()):
+            raise ZeroGradientError(
+                f"the input gradient through the codec is exactly zero with attack.proxy={self.surrogate.proxy!r}: "
+                "eval-mode rounding of the latents blocks it. Choose a differentiable proxy: "
+                f"attack.proxy=skip (g_s(g_a(x)), the paper's), noise or ste (allowed values: {list(PROXIES)})"
+            )
+        # The objective sits at a stationary point (e.g. ste output == clean reconstruction): restart there.
+        return zero
+
+
+Update = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def iterate(
+    problem: Problem,
+    delta: torch.Tensor,
+    steps: int,
+    update: Update,
+    gain: Callable | None = None,
+    feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = False,
+    desc: str = "attack",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `steps` steps of `update(delta, grad, step) -> delta`, keeping each image's best iterate.
+
+    "Best" = highest objective score among iterates that are `feasible` (in budget; every iterate when
+    None). Scores come from the step's own forward: no extra evaluation, no per-step host sync.
+    Returns (best x_adv, its score); images with no feasible iterate keep x and score -inf.
+    """
+    x = problem.x
+    best_x, best_score = x.clone(), torch.full((x.shape[0],), -torch.inf, device=x.device, dtype=x.dtype)
+    for step in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
+        x_adv, score, grad = problem.evaluate(delta, gain)
+        better = score > best_score
+        if feasible is not None:
+            better &= feasible(x_adv)
+        best_score = torch.where(better, score, best_score)
+        best_x = torch.where(expand(better, x), x_adv, best_x)
+        stuck = problem.stuck(x_adv, grad) if step == 0 else None
+        delta = update(delta, grad, step)
+        if stuck is not None and bool(stuck.any()):
+            with torch.no_grad():
+                delta.copy_(torch.where(expand(stuck, x), problem.budget.random(x, problem.generator), delta))
+    return best_x, best_score

@@ -1,0 +1,61 @@
+"""Build an Attack from the Hydra `attack` group, so evaluation and finetuning call the same thing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from robust_nic.attacks.attack import Attack, AttackConfigError
+from robust_nic.attacks.budget import Budget
+from robust_nic.attacks.objectives import Objective, ObjectiveError
+
+# attack.* keys this factory reads; other keys (owned by evaluation or finetuning) are ignored.
+KEYS = (
+    "name", "norm", "eps", "linf", "steps", "lr", "alpha", "decay", "objective", "reference", "distance",
+    "proxy", "restarts", "random_start", "target_bpp", "seed", "progress", "warmup_steps",
+)  # fmt: skip
+
+
+def _plain(cfg: Mapping) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf comes with hydra
+        pass
+    return dict(cfg)
+
+
+def build_attack(cfg: Mapping) -> Attack | None:
+    """An Attack from the `attack` config dict; None for `name: none` (no attack)."""
+    cfg = _plain(cfg)
+    name = cfg.get("name", "none")
+    if name in (None, "none"):
+        return None
+    defaults = Attack()
+    get = lambda key, default: default if cfg.get(key) is None else cfg[key]  # noqa: E731
+    try:
+        budget = Budget(norm=get("norm", "rms"), eps=float(get("eps", 0.01)), linf=cfg.get("linf"))
+        objective = Objective(
+            kind=get("objective", "distortion"),
+            reference=get("reference", "recon"),
+            distance=get("distance", "mse"),
+            target_bpp=cfg.get("target_bpp"),
+        )
+    except (ValueError, ObjectiveError) as err:
+        raise AttackConfigError(str(err)) from err
+    return Attack(
+        name=name,
+        budget=budget,
+        objective=objective,
+        proxy=get("proxy", defaults.proxy),
+        steps=int(get("steps", defaults.steps)),
+        lr=float(get("lr", defaults.lr)),
+        alpha=cfg.get("alpha"),
+        decay=float(get("decay", defaults.decay)),
+        restarts=int(get("restarts", defaults.restarts)),
+        random_start=bool(get("random_start", name == "pgd")),
+        seed=cfg.get("seed", defaults.seed),
+        progress=bool(get("progress", False)),
+        warmup_steps=int(get("warmup_steps", 0)),
+    )

@@ -1,0 +1,102 @@
+"""What an attack maximises: a per-image score of the surrogate's output (higher = stronger attack)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pytorch_msssim import ms_ssim, ssim
+
+from robust_nic.coding import bpp_from_likelihoods
+from robust_nic.metrics import mse_per_image
+
+OBJECTIVES = ("distortion", "targeted", "rate")
+REFERENCES = ("recon", "source")
+DISTANCES = ("mse", "ms_ssim")
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+WINDOW = 11
+
+
+class ObjectiveError(ValueError):
+    """An objective that is misconfigured or lacks an input it needs (target, likelihoods)."""
+
+
+def ms_ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - MS-SSIM per image, with as many of the 5 scales as the image size allows (small crops too)."""
+    side = min(a.shape[-2:])
+    levels = 1  # L scales need side > (WINDOW - 1) * 2 ** (L - 1)
+    while levels < len(MS_SSIM_WEIGHTS) and side > (WINDOW - 1) * 2**levels:
+        levels += 1
+    a, b = a.clamp(0, 1), b.clamp(0, 1)
+    if side <= WINDOW - 1:
+        return 1 - ssim(a, b, data_range=1.0, size_average=False, win_size=3)
+    if levels == 1:
+        return 1 - ssim(a, b, data_range=1.0, size_average=False, nonnegative_ssim=True)
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], device=a.device)
+    return 1 - ms_ssim(a, b, data_range=1.0, size_average=False, weights=(weights / weights.sum()).tolist())
+
+
+def distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    return mse_per_image(a, b) if kind == "mse" else ms_ssim_loss(a, b)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """`objective` distortion | targeted | rate, with its options (see conf/attack)."""
+
+    kind: str = "distortion"
+    reference: str = "recon"
+    distance: str = "mse"
+    target_bpp: float | None = None
+
+    def __post_init__(self):
+        for key, value, allowed in (
+            ("objective", self.kind, OBJECTIVES),
+            ("reference", self.reference, REFERENCES),
+            ("distance", self.distance, DISTANCES),
+        ):
+            if value not in allowed:
+                raise ObjectiveError(f"unknown attack.{key} {value!r}; choose one of {list(allowed)}")
+
+    @property
+    def needs_likelihoods(self) -> bool:
+        return self.kind == "rate"
+
+    @property
+    def needs_recon(self) -> bool:
+        return (self.kind == "distortion" and self.reference == "recon") or self.kind == "targeted"
+
+    def goal(
+        self,
+        x: torch.Tensor,
+        recon: torch.Tensor | None,
+        target: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """The fixed image the score compares against, computed once before the loop."""
+        if self.kind == "rate":
+            return None
+        if self.kind == "distortion":
+            return recon if self.reference == "recon" else x
+        if target is None:
+            raise ObjectiveError(
+                "attack.objective=targeted needs a target image: attack(codec, x, target=...)"
+            )
+        target = target.to(x).expand_as(x)
+        if mask is None:
+            return target
+        mask = mask.to(x)
+        mask = mask.reshape(1, 1, *mask.shape) if mask.ndim == 2 else mask
+        # Inside the mask look like the target, outside like the clean reconstruction.
+        return mask * target + (1 - mask) * recon
+
+    def score(self, out: dict, goal: torch.Tensor | None) -> torch.Tensor:
+        """Per-image value to maximise, from one surrogate forward."""
+        if self.kind == "rate":
+            if out.get("likelihoods") is None:
+                raise ObjectiveError("attack.objective=rate needs likelihoods; use attack.proxy=ste or noise")
+            height, width = out["x_hat"].shape[-2:]
+            bpp = bpp_from_likelihoods(out["likelihoods"], height * width)
+            return bpp if self.target_bpp is None else -(bpp - self.target_bpp).abs()
+        gap = distance(out["x_hat"], goal, self.distance)
+        return gap if self.kind == "distortion" else -gap

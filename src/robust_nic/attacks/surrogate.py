@@ -1,0 +1,142 @@
+"""Differentiable stand-ins for a codec's quantization (the attack's proxy), applied to a frozen codec.
+
+In eval() CompressAI rounds the latents, so d x_hat / d x is exactly zero: an attack needs a proxy.
+Patching `quantize` of every entropy module (instead of flipping `training`) also covers mbt2018 and
+cheng2020, whose forward picks the mode from the model's own `training` flag, and any wrapper module
+(defenses) that contains a codec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from compressai.entropy_models import EntropyModel
+from torch import nn
+
+from robust_nic.coding import crop, forward_padded, pad
+
+PROXIES = ("skip", "noise", "ste", "none")
+# Proxies whose forward yields likelihoods (the rate objective needs them).
+PROXIES_WITH_LIKELIHOODS = ("noise", "ste", "none")
+
+
+class ProxyError(ValueError):
+    """An attack proxy that is unknown or cannot serve the requested objective."""
+
+
+def check_proxy(proxy: str) -> None:
+    if proxy not in PROXIES:
+        raise ProxyError(f"unknown attack.proxy {proxy!r}; choose one of {list(PROXIES)}")
+
+
+def _identity(inputs: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
+    return inputs
+
+
+def _ste(inputs: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
+    # Forward value = the real decoder's rounding (around the means); backward = identity.
+    centre = inputs if means is None else inputs - means
+    return inputs + (torch.round(centre) - centre).detach()
+
+
+def _noise(generator: torch.Generator | None):
+    def quantize(inputs: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
+        # CompressAI's training proxy (it ignores the means too), seeded through our generator.
+        noise = torch.rand(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+        return inputs + (noise - 0.5)
+
+    return quantize
+
+
+def entropy_modules(module: nn.Module) -> list[EntropyModel]:
+    return [m for _, m in module.named_modules() if isinstance(m, EntropyModel)]
+
+
+@contextlib.contextmanager
+def patched_quantize(
+    module: nn.Module, proxy: str, generator: torch.Generator | None = None
+) -> Iterator[None]:
+    """Inside the block, the latent quantization of every entropy module in `module` follows `proxy`.
+
+    Both "noise" and "dequantize" modes are redirected, so the codec's train/eval flag does not matter;
+    "symbols" (real coding) is left alone. The instance attributes are removed again on exit.
+    """
+    check_proxy(proxy)
+    if proxy == "none":
+        yield
+        return
+    replacement = {"skip": _identity, "ste": _ste, "noise": _noise(generator)}[proxy]
+    saved = []
+    for entropy_module in entropy_modules(module):
+        own = entropy_module.__dict__.get("quantize")  # an earlier patch, if any
+        original = entropy_module.quantize
+
+        def quantize(inputs, mode, means=None, _original=original):
+            if mode in ("noise", "dequantize"):
+                return replacement(inputs, means)
+            return _original(inputs, mode, means)
+
+        saved.append((entropy_module, own))
+        entropy_module.quantize = quantize
+    try:
+        yield
+    finally:
+        for entropy_module, own in reversed(saved):
+            if own is None:
+                del entropy_module.quantize
+            else:
+                entropy_module.quantize = own
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the block; every submodule's own train/eval flag is restored afterwards.
+
+    Parameters, their requires_grad flags and .grad are never touched: attacks take input gradients
+    with torch.autograd.grad, which does not accumulate into parameter .grad.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class Surrogate:
+    """The differentiable codec used by attacks: `surrogate(x) -> {"x_hat", "likelihoods"}` for any H, W.
+
+    `skip` runs g_s(g_a(x)) when the module exposes them (the paper's proxy; no likelihoods), otherwise
+    the module's forward with quantization as identity. Use inside `surrogate.active()`.
+    """
+
+    def __init__(self, module: nn.Module, proxy: str, generator: torch.Generator | None = None):
+        check_proxy(proxy)
+        self.module = module
+        self.proxy = proxy
+        self.generator = generator
+        self.direct_skip = proxy == "skip" and hasattr(module, "g_a") and hasattr(module, "g_s")
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Surrogate]:
+        with frozen(self.module), patched_quantize(self.module, self.proxy, self.generator):
+            yield self
+
+    def __call__(self, x: torch.Tensor) -> dict:
+        if self.direct_skip:
+            x_padded, unpad = pad(x)
+            return {"x_hat": crop(self.module.g_s(self.module.g_a(x_padded)), unpad), "likelihoods": None}
+        out = forward_padded(self.module, x)
+        if self.proxy == "skip":
+            out = {**out, "likelihoods": None}  # likelihoods of unquantized latents are not rates
+        return out
+
+
+@torch.no_grad()
+def clean_reconstruction(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The reconstruction the real codec gives (eval-mode rounding), computed once per attack."""
+    with frozen(module):
+        return forward_padded(module, x)["x_hat"]
