@@ -1,0 +1,58 @@
+"""Turning a composed Hydra config into resolved plain settings and objects."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from robust_nic.codecs import CodecError, build_codec, check_arch, check_metric, check_quality, lambda_for
+
+log = logging.getLogger(__name__)
+
+LOSS_METRICS = {"mse": "mse", "ms_ssim": "ms-ssim", "ms-ssim": "ms-ssim"}
+
+
+def resolve(cfg: DictConfig) -> dict:
+    """Plain, fully resolved settings with derived defaults filled in (lambda, lr); validates names."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    model, loss = settings["model"], settings["loss"]
+    metric = LOSS_METRICS.get(str(loss.get("metric")))
+    if metric is None:
+        raise CodecError(f"unknown loss metric {loss.get('metric')!r}; choose loss=mse or loss=ms_ssim")
+    loss["metric"] = metric
+    model["metric"] = model.get("metric") or metric
+    check_arch(model["arch"])
+    check_metric(model["metric"])
+    check_quality(model["arch"], int(model["quality"]))
+    if loss.get("lmbda") is None:
+        loss["lmbda"] = lambda_for(metric, int(model["quality"]))
+    optim = settings.get("optim")
+    if optim is not None and optim.get("lr") is None:
+        # From scratch 1e-4; finetuning pretrained or checkpointed weights 1e-5 (CompressAI / the paper).
+        optim["lr"] = 1e-5 if (model.get("pretrained") or model.get("checkpoint")) else 1e-4
+    return settings
+
+
+def codec_from_settings(model: dict):
+    return build_codec(
+        model["arch"],
+        int(model["quality"]),
+        metric=model["metric"],
+        pretrained=bool(model.get("pretrained")),
+        checkpoint=model.get("checkpoint"),
+        channels=model.get("channels"),
+    )
+
+
+def save_settings(settings: dict, run_dir: Path) -> None:
+    """The resolved config beside the results (Hydra's .hydra/ keeps the unresolved one)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(settings)))
+
+
+def write_json(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")

@@ -1,0 +1,197 @@
+"""Image sources (bundled sample photos, any folder, Kodak) and the LightningDataModule."""
+
+from __future__ import annotations
+
+import random
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from robust_nic.images import MAX_PIXELS, ImageError, find_images, read_image, usable_images
+
+# scikit-image ships these colour photos inside its wheel (no download).
+SAMPLE_TRAIN = ("astronaut.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg")
+SAMPLE_HELDOUT = ("chelsea.png", "coffee.png", "rocket.jpg")
+
+KODAK_URL = "https://r0k.us/graphics/kodak/kodak/kodim{:02d}.png"
+KODAK_COUNT = 24
+
+
+def sample_photo_dir() -> Path:
+    import skimage.data
+
+    return Path(skimage.data.data_dir)
+
+
+def sample_photos(names: tuple[str, ...] | list[str]) -> list[Path]:
+    root = sample_photo_dir()
+    paths = [root / name for name in names]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise ImageError(f"scikit-image's sample photos {missing} are missing from {root}; reinstall scikit-image")
+    return paths
+
+
+def download_kodak(root: str | Path) -> Path:
+    """Fetch the 24 Kodak images into root (skipping those present); explain what to do offline."""
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(1, KODAK_COUNT + 1):
+        target = root / f"kodim{index:02d}.png"
+        if target.is_file():
+            continue
+        url = KODAK_URL.format(index)
+        try:
+            partial = target.with_suffix(".part")
+            urllib.request.urlretrieve(url, partial)
+            partial.rename(target)
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            raise ImageError(
+                f"could not download the Kodak set ({url}: {err}). Offline? Copy kodim01.png..kodim24.png "
+                f"into {root} (data.root), or use data=folder data.root=DIR with your own images."
+            ) from err
+    return root
+
+
+def split_files(cfg: Mapping) -> dict[str, list[Path]]:
+    """Train / val / test file lists for a `data` config (samples, folder or kodak)."""
+    kind = cfg["name"]
+    max_pixels = int(cfg.get("max_pixels") or MAX_PIXELS)
+    if kind == "samples":
+        train = sample_photos(cfg.get("train_photos") or SAMPLE_TRAIN)
+        heldout = sample_photos(cfg.get("heldout_photos") or SAMPLE_HELDOUT)
+        return {"train": train, "val": heldout, "test": heldout}
+    if kind == "kodak":
+        root = download_kodak(cfg["root"])
+        files = _usable(find_images(root), root, max_pixels)
+        return {"train": files, "val": files, "test": files}
+    if kind == "folder":
+        if not cfg.get("root"):
+            raise ImageError("data=folder needs data.root=DIR (a folder of png/jpg/webp images)")
+        files = _usable(find_images(cfg["root"]), cfg["root"], max_pixels)
+        if cfg.get("val_root"):
+            val = _usable(find_images(cfg["val_root"]), cfg["val_root"], max_pixels)
+            train = files
+        else:
+            # Hold out a deterministic fraction for validation (at least one image).
+            shuffled = files[:]
+            random.Random(0).shuffle(shuffled)
+            count = max(1, round(len(files) * float(cfg.get("val_fraction", 0.1))))
+            val, train = sorted(shuffled[:count]), sorted(shuffled[count:]) or sorted(shuffled[:count])
+        test = _usable(find_images(cfg["test_root"]), cfg["test_root"], max_pixels) if cfg.get("test_root") else files
+        return {"train": train, "val": val, "test": test}
+    raise ImageError(f"unknown data source {kind!r}; choose data=samples, data=folder or data=kodak")
+
+
+def _usable(paths: list[Path], root, max_pixels: int) -> list[Path]:
+    usable = usable_images(paths, max_pixels=max_pixels)
+    if not usable:
+        found = f"{len(paths)} image files, none usable" if paths else "no png/jpg/jpeg/webp files"
+        raise ImageError(f"{root}: {found}; point data.root at a folder of RGB images")
+    return usable
+
+
+class ImageFiles(Dataset):
+    """Whole images (for validation and test), decoded on access and kept in memory when small."""
+
+    def __init__(self, paths: list[Path], cache: bool = True, max_pixels: int = MAX_PIXELS):
+        self.paths = list(paths)
+        self.cache = cache
+        self.max_pixels = max_pixels
+        self._images: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> torch.Tensor:
+        if index in self._images:
+            return self._images[index]
+        image = read_image(self.paths[index], self.max_pixels)
+        if self.cache:
+            # Stored as uint8 (a quarter of the memory); images are 8-bit anyway.
+            self._images[index] = (image * 255).round().to(torch.uint8)
+            return image
+        return image
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.image(index)
+        return image.float() / 255 if image.dtype == torch.uint8 else image
+
+
+class RandomCrops(Dataset):
+    """`length` random patch_size crops drawn from the images (a fixed-size epoch for tiny sets)."""
+
+    def __init__(self, images: ImageFiles, patch_size: int, length: int):
+        big_enough = []
+        for index in range(len(images)):
+            height, width = images[index].shape[-2:]
+            if min(height, width) >= patch_size:
+                big_enough.append(index)
+            else:
+                warnings.warn(
+                    f"skipping {images.paths[index]} for training: {width}x{height} is smaller than "
+                    f"data.patch_size={patch_size}",
+                    stacklevel=2,
+                )
+        if not big_enough:
+            raise ImageError(f"no training image is at least data.patch_size={patch_size} px; lower data.patch_size")
+        self.images, self.indices, self.patch_size, self.length = images, big_enough, patch_size, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.images[self.indices[index % len(self.indices)]]
+        height, width = image.shape[-2:]
+        top = torch.randint(0, height - self.patch_size + 1, ()).item()
+        left = torch.randint(0, width - self.patch_size + 1, ()).item()
+        return image[:, top : top + self.patch_size, left : left + self.patch_size]
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Random crops for training; whole images (batch 1, any size) for validation and test."""
+
+    def __init__(self, cfg: Mapping):
+        super().__init__()
+        self.cfg = dict(cfg)
+        self.files: dict[str, list[Path]] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.files is None:
+            self.files = split_files(self.cfg)
+        max_pixels = int(self.cfg.get("max_pixels") or MAX_PIXELS)
+        self.train_set = RandomCrops(
+            ImageFiles(self.files["train"], max_pixels=max_pixels),
+            int(self.cfg["patch_size"]),
+            int(self.cfg.get("epoch_size") or 1000),
+        ) if stage in (None, "fit") else None
+        limit = self.cfg.get("max_val_images")
+        self.val_set = ImageFiles(self.files["val"][:limit] if limit else self.files["val"], max_pixels=max_pixels)
+        self.test_set = ImageFiles(self.files["test"], max_pixels=max_pixels)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = int(self.cfg.get("num_workers") or 0)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, int(self.cfg["batch_size"]), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, 1, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, 1, shuffle=False)

@@ -1,0 +1,1 @@
+"""Robustness evaluation: per-image measurements, runs over datasets, reports."""

@@ -1,0 +1,51 @@
+"""Per-image measurements of clean and attacked coding (shared by validation and evaluate.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from robust_nic.coding import Coded
+from robust_nic.metrics import ms_ssim, ms_ssim_db, psnr
+
+PSNR_CAP = 100.0  # identical 8-bit images have infinite PSNR; cap so averages stay finite
+
+
+def capped_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return psnr(a, b).clamp(max=PSNR_CAP)
+
+
+def clean_metrics(x: torch.Tensor, coded: Coded) -> dict[str, torch.Tensor]:
+    """Per-image rate and quality of the real coding of source x."""
+    return {
+        "bpp": coded.bpp,
+        "bpp_est": coded.bpp_est,
+        "psnr": capped_psnr(x, coded.x_hat).cpu(),
+        "ms_ssim": ms_ssim(x, coded.x_hat).cpu(),
+        "encode_s": torch.full_like(coded.bpp, coded.encode_s / x.shape[0]),
+        "decode_s": torch.full_like(coded.bpp, coded.decode_s / x.shape[0]),
+    }
+
+
+def adversarial_metrics(
+    x: torch.Tensor, x_adv: torch.Tensor, clean: Coded, attacked: Coded
+) -> dict[str, torch.Tensor]:
+    """Per-image damage of an attack: the paper's vulnerability index delta_psnr and rate change.
+
+    delta_psnr = PSNR(x, x_adv) - PSNR(x_hat, x_hat_adv): how many dB the codec amplifies the
+    input perturbation. MS-SSIM deltas are in dB (clean minus attacked; positive means damage).
+    """
+    psnr_in = capped_psnr(x, x_adv).cpu()
+    psnr_out = capped_psnr(clean.x_hat, attacked.x_hat).cpu()
+    clean_ms_ssim = ms_ssim(x, clean.x_hat).cpu()
+    adv_ms_ssim = ms_ssim(x, attacked.x_hat).cpu()
+    return {
+        "psnr_in": psnr_in,
+        "psnr_out": psnr_out,
+        "delta_psnr": psnr_in - psnr_out,
+        "psnr": capped_psnr(x, attacked.x_hat).cpu(),
+        "ms_ssim": adv_ms_ssim,
+        "ms_ssim_db_delta": ms_ssim_db(clean_ms_ssim) - ms_ssim_db(adv_ms_ssim),
+        "bpp": attacked.bpp,
+        "bpp_est": attacked.bpp_est,
+        "delta_bpp_pct": 100 * (attacked.bpp - clean.bpp) / clean.bpp,
+    }

@@ -1,0 +1,87 @@
+"""Result files of an evaluation: per-image CSV, flat metrics JSON, CompressAI results JSON, figures."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+
+from robust_nic.config import write_json  # noqa: E402
+from robust_nic.images import write_png  # noqa: E402
+
+
+def write_rows_csv(rows: list[dict], path: Path) -> Path:
+    """One row per image (and attack setting); columns are the union of all keys, in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def mean_of(rows: list[dict], key: str) -> float:
+    """Mean over rows of finite values (NaN when none: e.g. MS-SSIM of images too small for it)."""
+    values = [float(r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(float(r[key]))]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def compressai_results(name: str, description: str, clean: dict[str, float]) -> dict:
+    """The JSON layout compressai.utils.plot reads (one rate point per run)."""
+    return {
+        "name": name,
+        "description": description,
+        "results": {
+            "psnr-rgb": [clean["psnr"]],
+            "ms-ssim-rgb": [clean["ms_ssim"]],
+            "bpp": [clean["bpp"]],
+            "encoding_time": [clean["encode_s"]],
+            "decoding_time": [clean["decode_s"]],
+        },
+    }
+
+
+def save_attack_images(stem: str, x, x_adv, x_hat, x_hat_adv, out_dir: Path, amplify: float = 10.0) -> Path:
+    """Adversarial PNG, amplified perturbation PNG, and a 4-panel comparison figure for one image."""
+    write_png(x_adv[0], out_dir / "images" / f"{stem}_adv.png")
+    perturbation = (0.5 + amplify * (x_adv[0] - x[0])).clamp(0, 1)
+    write_png(perturbation, out_dir / "images" / f"{stem}_perturbation_x{amplify:g}.png")
+    panels = [(x, "source"), (x_adv, "adversarial input"), (x_hat, "clean reconstruction"), (x_hat_adv, "attacked reconstruction")]
+    figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    for axis, (image, title) in zip(axes, panels, strict=True):
+        axis.imshow(image[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+        axis.set_title(title)
+        axis.axis("off")
+    figure.suptitle(stem)
+    figure.tight_layout()
+    path = out_dir / "figures" / f"{stem}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_delta_psnr_vs_eps(points: dict[str, list[tuple[float, float]]], path: Path) -> Path:
+    """delta_psnr (vulnerability index) against the budget, one curve per label."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, curve in points.items():
+        curve = sorted(curve)
+        axis.plot([e for e, _ in curve], [d for _, d in curve], marker="o", label=label)
+    axis.set_xscale("log")
+    axis.set_xlabel("attack budget eps (RMS of the perturbation, [0,1] scale)")
+    axis.set_ylabel("delta PSNR (dB) = PSNR_in - PSNR_out")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

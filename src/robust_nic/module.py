@@ -1,0 +1,163 @@
+"""LightningModule: rate-distortion training of a CompressAI codec, optionally on adversarial inputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+from compressai.models import CompressionModel
+
+from robust_nic.codecs import resize_entropy_buffers
+from robust_nic.coding import code
+from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics
+from robust_nic.losses import RateDistortionLoss
+
+
+def split_parameters(codec: CompressionModel, entropy_lr_mult: float = 1.0) -> tuple[list[dict], list]:
+    """Network parameter groups (entropy-model density params may get a higher lr) and aux params."""
+    transforms, density, aux = [], [], []
+    for name, param in codec.named_parameters():
+        if name.endswith(".quantiles"):
+            aux.append(param)
+        elif "entropy_bottleneck" in name:
+            density.append(param)
+        else:
+            transforms.append(param)
+    groups = [{"params": transforms, "lr_mult": 1.0}]
+    if density:
+        groups.append({"params": density, "lr_mult": float(entropy_lr_mult)})
+    return groups, aux
+
+
+class CodecModule(L.LightningModule):
+    """Trains `codec` on `lambda * D + R` with CompressAI's two optimizers.
+
+    `cfg` is the run's resolved configuration as plain containers (it is saved in checkpoints, which
+    must stay loadable with torch.load(weights_only=True)). With an attack, each training step first
+    crafts adversarial examples for part of the batch against the current weights.
+    """
+
+    def __init__(self, codec: CompressionModel, cfg: Mapping, attack=None):
+        super().__init__()
+        self.automatic_optimization = False  # two optimizers (network, aux)
+        self.codec = codec
+        self.cfg = dict(cfg)
+        self.save_hyperparameters({"cfg": self.cfg})
+        loss_cfg = self.cfg["loss"]
+        self.loss = RateDistortionLoss(loss_cfg["metric"], loss_cfg["lmbda"])
+        self.optim_cfg = self.cfg["optim"]
+        self.train_cfg = self.cfg.get("train") or {}
+        self.attack = attack
+        self.max_batches = int(self.cfg["trainer"]["max_steps"])
+
+    # Lightning counts a step per optimizer; users (and schedules) count batches.
+    @property
+    def batch_step(self) -> int:
+        return self.global_step // 2
+
+    def configure_optimizers(self):
+        groups, aux_params = split_parameters(self.codec, self.optim_cfg.get("entropy_lr_mult", 1.0))
+        lr = float(self.optim_cfg["lr"])
+        for group in groups:
+            group["lr"] = lr * group.pop("lr_mult")
+        optimizer = torch.optim.Adam(groups, lr=lr)
+        aux_optimizer = torch.optim.Adam(aux_params, lr=float(self.optim_cfg["aux_lr"]))
+        return [optimizer, aux_optimizer], [self._scheduler(optimizer)]
+
+    def _scheduler(self, optimizer):
+        kind = self.optim_cfg.get("scheduler", "multistep")
+        if kind == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.max_batches))
+        if kind == "multistep":
+            milestones = [int(f * self.max_batches) for f in self.optim_cfg.get("milestones", [0.8])]
+            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=self.optim_cfg.get("gamma", 0.1))
+        if kind in (None, "none", "constant"):
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        raise ValueError(f"unknown optim.scheduler {kind!r}; choose multistep, cosine or none")
+
+    # ---- training -------------------------------------------------------------------------------
+
+    def current_eps(self) -> float:
+        """The attack budget, ramped up linearly over attack.warmup_steps training batches."""
+        eps = float(self.cfg["attack"]["eps"])
+        warmup = int(self.cfg["attack"].get("warmup_steps") or 0)
+        return eps if warmup <= 0 else eps * min(1.0, (self.batch_step + 1) / warmup)
+
+    def adversarial_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Inputs and targets with the first round(adv_ratio * B) images replaced by adversarial ones."""
+        count = round(float(self.train_cfg.get("adv_ratio", 1.0)) * x.shape[0])
+        if self.attack is None or count == 0:
+            return x, x, 0
+        x_adv = self.attack.with_eps(self.current_eps())(self.codec, x[:count]).detach()
+        inputs = torch.cat([x_adv, x[count:]])
+        target_kind = self.train_cfg.get("adv_target", "adversarial")
+        if target_kind not in ("adversarial", "source"):
+            raise ValueError(f"train.adv_target must be adversarial or source, not {target_kind!r}")
+        targets = inputs if target_kind == "adversarial" else x
+        return inputs, targets, count
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        optimizer, aux_optimizer = self.optimizers()
+        inputs, targets, adv_count = self.adversarial_batch(batch)
+        losses = self.loss(self.codec(inputs), targets)
+        aux_loss = self.codec.aux_loss()
+        optimizer.zero_grad()
+        aux_optimizer.zero_grad()
+        # One backward for both: aux_loss only reaches the quantiles (CompressAI detaches the rest),
+        # and DDP then sees every parameter used.
+        self.manual_backward(losses["loss"] + aux_loss)
+        self.clip_gradients(optimizer, gradient_clip_val=self.optim_cfg.get("clip", 1.0), gradient_clip_algorithm="norm")
+        optimizer.step()
+        aux_optimizer.step()
+        self.lr_schedulers().step()
+        metrics = {f"train/{k}": v for k, v in losses.items()} | {"train/aux_loss": aux_loss}
+        if self.attack is not None:
+            metrics |= {"train/eps": self.current_eps(), "train/adv_fraction": adv_count / batch.shape[0]}
+        self.log_dict(metrics, prog_bar=False, batch_size=batch.shape[0])
+        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=batch.shape[0])
+        return losses["loss"]
+
+    # ---- validation: real entropy coding on whole images -----------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self.codec.update(force=True)  # on every rank, so CDF buffers stay identical across ranks
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        clean = code(self.codec, batch)
+        metrics = {f"val/{k}": v for k, v in clean_metrics(batch, clean).items() if k in ("bpp", "bpp_est", "psnr", "ms_ssim")}
+        metrics["val/rd_loss"] = self._real_rd_loss(batch, clean)
+        if self.attack is not None:
+            with torch.inference_mode(False), torch.enable_grad():
+                x_adv = self.attack.with_eps(float(self.cfg["attack"]["eps"]))(self.codec, batch.clone())
+            adv = adversarial_metrics(batch, x_adv, clean, code(self.codec, x_adv))
+            metrics |= {f"val/adv/{k}": adv[k] for k in ("delta_psnr", "psnr", "psnr_out", "bpp")}
+            if batch_idx == 0:
+                self._log_images(batch, x_adv, clean.x_hat, code(self.codec, x_adv).x_hat)
+        for name, value in metrics.items():
+            value = value.float().mean()
+            if not math.isnan(value.item()):
+                self.log(name, value, batch_size=1, sync_dist=True, prog_bar=name in ("val/psnr", "val/adv/delta_psnr"))
+
+    def _real_rd_loss(self, x: torch.Tensor, coded) -> torch.Tensor:
+        """The training objective with the bitstream's bpp: what checkpoint selection should minimise."""
+        if self.loss.metric == "mse":
+            distortion = 255**2 * ((coded.x_hat - x) ** 2).flatten(1).mean(1).cpu().double()
+        else:
+            distortion = 1 - clean_metrics(x, coded)["ms_ssim"]
+        return self.loss.lmbda * distortion + coded.bpp
+
+    def _log_images(self, x, x_adv, x_hat, x_hat_adv) -> None:
+        """Source / adversarial / clean reconstruction / attacked reconstruction, for dashboards."""
+        from robust_nic.trackers import log_image_panel
+
+        log_image_panel(self.logger, "val/images", [x, x_adv, x_hat, x_hat_adv],
+                        ["source", "adversarial", "clean recon", "attacked recon"], self.batch_step)
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # CDF buffers change size after update(); resize ours before the generic loader compares shapes.
+        resize_entropy_buffers(self.codec, state_dict, prefix="codec.")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

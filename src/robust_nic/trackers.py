@@ -1,0 +1,71 @@
+"""Experiment trackers (CSV, TensorBoard, W&B) that work offline."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def wandb_mode(requested: str | None) -> str:
+    """`auto` means online only when credentials exist; otherwise offline (never an interactive prompt)."""
+    if requested and requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    log.info("W&B: no credentials found, logging offline (sync later with `wandb sync`)")
+    return "offline"
+
+
+def build_logger(cfg: Mapping, run_dir: Path, run_config: Mapping | None = None):
+    """A Lightning logger writing under run_dir; `cfg.name` is csv, tensorboard, wandb or none."""
+    from lightning.pytorch import loggers
+
+    name = cfg.get("name", "csv")
+    if name in (None, "none", False):
+        return False
+    if name == "csv":
+        return loggers.CSVLogger(save_dir=str(run_dir), name="", version="csv")
+    if name == "tensorboard":
+        return loggers.TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard")
+    if name == "wandb":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        logger = loggers.WandbLogger(
+            project=cfg.get("project", "robust-nic"),
+            entity=cfg.get("entity"),
+            name=cfg.get("run_name"),
+            group=cfg.get("group"),
+            tags=list(cfg.get("tags") or []),
+            save_dir=str(run_dir),
+            mode=wandb_mode(cfg.get("mode")),
+            log_model=False,
+        )
+        if run_config is not None:
+            logger.log_hyperparams(dict(run_config))
+        return logger
+    raise ValueError(f"unknown logger {name!r}; choose logger=csv, logger=tensorboard, logger=wandb or logger=none")
+
+
+def log_image_panel(logger, key: str, images: list[torch.Tensor], captions: list[str], step: int) -> None:
+    """One row of images (first of each batch) to W&B or TensorBoard; other loggers ignore it."""
+    from lightning.pytorch import loggers
+
+    first = [img[0].detach().clamp(0, 1).cpu() for img in images]
+    if isinstance(logger, loggers.WandbLogger):
+        logger.log_image(key=key, images=first, caption=captions, step=step)
+    elif isinstance(logger, loggers.TensorBoardLogger):
+        for caption, img in zip(captions, first, strict=True):
+            logger.experiment.add_image(f"{key}/{caption}", img, global_step=step)

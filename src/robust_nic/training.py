@@ -1,0 +1,94 @@
+"""The training job behind train.py: compose data, codec, module, logger and Trainer, then fit."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from omegaconf import DictConfig
+
+from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
+from robust_nic.data import ImageDataModule
+from robust_nic.module import CodecModule
+from robust_nic.trackers import build_logger
+
+log = logging.getLogger(__name__)
+
+
+def build_attack_from_settings(attack_cfg: dict | None):
+    if not attack_cfg or attack_cfg.get("name") in (None, "none"):
+        return None
+    from robust_nic.attacks import build_attack
+
+    return build_attack(attack_cfg)
+
+
+def build_trainer(settings: dict, run_dir: Path, logger, monitor: str) -> L.Trainer:
+    trainer_cfg = settings["trainer"]
+    checkpoints = run_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="best-{step}",
+            monitor=monitor,
+            mode="min",
+            save_last=True,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+        ),
+        # An interrupted run (Ctrl-C, crash) still leaves a checkpoint to resume from.
+        OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+    ]
+    return L.Trainer(
+        accelerator=trainer_cfg.get("accelerator", "auto"),
+        devices=trainer_cfg.get("devices", "auto"),
+        strategy=trainer_cfg.get("strategy", "auto"),
+        num_nodes=trainer_cfg.get("num_nodes", 1),
+        precision=trainer_cfg.get("precision", "32-true"),
+        # Lightning counts one step per optimizer; max_steps in our config counts batches.
+        max_steps=2 * int(trainer_cfg["max_steps"]),
+        val_check_interval=int(trainer_cfg["val_check_interval"]),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=trainer_cfg.get("num_sanity_val_steps", 0),
+        limit_val_batches=trainer_cfg.get("limit_val_batches"),
+        log_every_n_steps=int(trainer_cfg.get("log_every_n_steps", 10)),
+        enable_progress_bar=bool(trainer_cfg.get("progress_bar", True)),
+        deterministic=trainer_cfg.get("deterministic", False),
+        inference_mode=False,  # validation attacks need gradients
+        default_root_dir=str(run_dir),
+        logger=logger,
+        callbacks=callbacks,
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Fit a codec as configured; returns the final logged metrics. Writes everything under run_dir."""
+    settings = resolve(cfg)
+    L.seed_everything(int(settings.get("seed", 0)), workers=True, verbose=False)
+    attack = build_attack_from_settings(settings.get("attack"))
+    codec = codec_from_settings(settings["model"])
+    module = CodecModule(codec, settings, attack=attack)
+    datamodule = ImageDataModule(settings["data"])
+    monitor = "val/adv/delta_psnr" if attack is not None else "val/rd_loss"
+    logger = build_logger(settings["logger"], run_dir, run_config=settings)
+    trainer = build_trainer(settings, run_dir, logger, monitor)
+    if trainer.is_global_zero:
+        save_settings(settings, run_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=settings.get("ckpt_path"))
+    results = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    results["steps"] = module.batch_step
+    callback = trainer.checkpoint_callback
+    results_file = {
+        "metrics": results,
+        "best_checkpoint": str(callback.best_model_path) if callback else None,
+        "last_checkpoint": str(checkpoints_last(run_dir)),
+    }
+    if trainer.is_global_zero:
+        write_json(results_file, run_dir / "train_metrics.json")
+    return results
+
+
+def checkpoints_last(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.ckpt"
