@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
+
 from robust_nic.attacks.attack import Attack, AttackConfigError
 from robust_nic.attacks.budget import Budget
 from robust_nic.attacks.objectives import Objective, ObjectiveError
@@ -26,6 +28,13 @@ def _plain(cfg: Mapping) -> dict:
     return dict(cfg)
 
 
+def _eps(value) -> float | torch.Tensor:
+    """A float, or one eps per image (tensor or list)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.tensor(value, dtype=torch.float32) if isinstance(value, (list, tuple)) else float(value)
+
+
 def build_attack(cfg: Mapping) -> Attack | None:
     """An Attack from the `attack` config dict; None for `name: none` (no attack)."""
     cfg = _plain(cfg)
@@ -35,7 +44,7 @@ def build_attack(cfg: Mapping) -> Attack | None:
     defaults = Attack()
     get = lambda key, default: default if cfg.get(key) is None else cfg[key]  # noqa: E731
     try:
-        budget = Budget(norm=get("norm", "rms"), eps=float(get("eps", 0.01)), linf=cfg.get("linf"))
+        budget = Budget(norm=get("norm", "rms"), eps=_eps(get("eps", 0.01)), linf=cfg.get("linf"))
         objective = Objective(
             kind=get("objective", "distortion"),
             reference=get("reference", "recon"),

@@ -1,0 +1,402 @@
+"""The attack engine: budgets after 8-bit rounding, codec state, proxies, objectives, optimisers, configs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from compressai.models import Cheng2020Anchor, MeanScaleHyperprior, ScaleHyperprior
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+from torch import nn
+
+from robust_nic.attacks import (
+    OPTIMIZERS,
+    Attack,
+    AttackConfigError,
+    Budget,
+    Surrogate,
+    ZeroGradientError,
+    build_attack,
+    patched_quantize,
+)
+from robust_nic.coding import bpp_from_likelihoods, code, forward_padded
+from robust_nic.metrics import mse_per_image, to_8bit
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "attack"
+LATENT_SCALE = 4.0
+NORM_EPS = {"rms": 0.01, "linf": 4 / 255}
+FAST = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Under CPU contention one thread is much faster than two for these tiny models.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photo() -> torch.Tensor:
+    from skimage import data
+    from skimage.transform import resize
+
+    image = resize(data.astronaut(), (96, 96), anti_aliasing=True).astype(np.float32)
+    return to_8bit(torch.from_numpy(image).permute(2, 0, 1)[None])
+
+
+@pytest.fixture(scope="module")
+def codec(photo) -> ScaleHyperprior:
+    """A small hyperprior codec trained briefly on the photo, so latents and distortions mean something."""
+    torch.manual_seed(0)
+    model = ScaleHyperprior(16, 24)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(100):
+        i, j = torch.randint(0, 33, (2,)).tolist()
+        batch = torch.cat([photo[..., i : i + 64, j : j + 64], photo[..., j : j + 64, i : i + 64].flip(-1)])
+        out = model(batch)
+        rd = 0.0483 * 255**2 * mse_per_image(out["x_hat"], batch) + bpp_from_likelihoods(
+            out["likelihoods"], 64 * 64
+        )
+        optimizer.zero_grad()
+        rd.mean().backward()
+        optimizer.step()
+    with torch.no_grad():
+        # Finer latent quantization (same unquantized function): after so little training most
+        # latents would round to 0, and an 8-bit-sized perturbation would rarely flip any rounding.
+        model.g_a[-1].weight.mul_(LATENT_SCALE)
+        model.g_a[-1].bias.mul_(LATENT_SCALE)
+        model.g_s[0].weight.div_(LATENT_SCALE)
+    model.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+def attack(name: str, norm: str = "rms", **overrides) -> Attack:
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    cfg.update(norm=norm, eps=NORM_EPS[norm], steps=3, proxy="skip")
+    cfg.update(overrides)
+    return build_attack(cfg)
+
+
+def crop(photo: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return photo[..., :h, :w].contiguous()
+
+
+def on_8bit_grid(x: torch.Tensor) -> bool:
+    return torch.equal(x, to_8bit(x))
+
+
+# --- budget --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["rms", "linf"])
+@FAST
+@given(
+    seed=st.integers(0, 2**16), eps_scale=st.floats(0.2, 3.0), box=st.sampled_from([None, 2 / 255, 16 / 255])
+)
+def test_round_stays_in_budget(norm, seed, eps_scale, box):
+    """Budget.round: any proposal (even far over budget) ends up 8-bit and within budget."""
+    g = torch.Generator().manual_seed(seed)
+    x = to_8bit(torch.rand(3, 3, 19, 23, generator=g))
+    x[0, :, :5] = 1.0  # saturated regions: clipping at [0,1] must not break the bound
+    budget = Budget(norm, eps=NORM_EPS[norm] * eps_scale, linf=box)
+    proposal = x + torch.randn(x.shape, generator=g) * NORM_EPS[norm] * eps_scale * 2
+    x_adv = budget.round(x, proposal)
+    assert on_8bit_grid(x_adv)
+    assert budget.within(x, x_adv).all()
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("norm", ["rms", "linf"])
+@FAST
+@given(
+    seed=st.integers(0, 2**16),
+    size=st.tuples(st.integers(17, 70), st.integers(17, 70)),
+    eps_scale=st.floats(0.3, 2.0),
+    box=st.sampled_from([None, 16 / 255]),
+)
+def test_budget_holds_after_rounding(codec, name, norm, seed, size, eps_scale, box):
+    g = torch.Generator().manual_seed(seed)
+    x = to_8bit(torch.rand(2, 3, *size, generator=g))
+    x[1, :, : size[0] // 2] = 0.0
+    eps = NORM_EPS[norm] * eps_scale
+    a = attack(name, norm, eps=eps, linf=box, seed=seed, steps=2)
+    x_adv = a(codec, x)
+    assert x_adv.shape == x.shape and on_8bit_grid(x_adv)
+    assert a.budget.within(x, x_adv).all()
+    delta = (x_adv - x).double().flatten(1)
+    size_ = delta.pow(2).mean(1).sqrt() if norm == "rms" else delta.abs().amax(1)
+    assert (size_ <= eps + 1e-6).all()
+    if box is not None:
+        assert (delta.abs().amax(1) <= box + 1e-6).all()
+
+
+def test_per_image_eps(codec, photo):
+    x = torch.cat([crop(photo, 40, 40), crop(photo, 40, 40).flip(-1)])
+    eps = torch.tensor([0.004, 0.02])
+    a = attack("pgd", eps=eps)
+    x_adv = a(codec, x)
+    rms = (x_adv - x).flatten(1).pow(2).mean(1).sqrt()
+    assert (rms <= eps + 1e-6).all() and rms[1] > 0.01
+
+
+# --- codec state --------------------------------------------------------------------------------
+
+
+def snapshot(model: nn.Module) -> dict:
+    return {
+        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "grads": {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()},
+        "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
+        "modes": {k: m.training for k, m in model.named_modules()},
+        "patched": [k for k, m in model.named_modules() if "quantize" in m.__dict__],
+    }
+
+
+def assert_same(before: dict, after: dict) -> None:
+    for key in before["params"]:
+        assert torch.equal(before["params"][key], after["params"][key]), key
+    for key, grad in before["grads"].items():
+        other = after["grads"][key]
+        assert (grad is None) == (other is None), key
+        assert grad is None or torch.equal(grad, other), key
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["modes"] == after["modes"]
+    assert after["patched"] == []
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(name="chen2023", proxy="skip"),
+        dict(name="pgd", proxy="ste"),
+        dict(name="mifgsm", proxy="noise", objective="rate"),
+    ],
+)
+def test_codec_state_untouched(photo, training, overrides):
+    torch.manual_seed(1)
+    model = MeanScaleHyperprior(16, 24)
+    model.g_s[0].weight.grad = torch.ones_like(model.g_s[0].weight)  # some grads set, others None
+    model.h_a[0].weight.requires_grad_(False)
+    model.train(training)
+    model.h_s.eval()  # mixed modes must come back exactly
+    before = snapshot(model)
+    overrides = dict(overrides)
+    attack(overrides.pop("name"), **overrides)(model, crop(photo, 33, 45))
+    assert_same(before, snapshot(model))
+
+
+def test_patch_restored_after_error(codec):
+    with pytest.raises(RuntimeError, match="boom"), patched_quantize(codec, "ste"):
+        assert "quantize" in codec.entropy_bottleneck.__dict__
+        raise RuntimeError("boom")
+    assert all("quantize" not in m.__dict__ for m in codec.modules())
+
+
+# --- proxies ------------------------------------------------------------------------------------
+
+
+def test_zero_gradient_guard(codec, photo):
+    with pytest.raises(ZeroGradientError, match=r"attack\.proxy.*skip.*noise.*ste"):
+        attack("pgd", proxy="none")(codec, crop(photo, 40, 40))
+    assert issubclass(ZeroGradientError, RuntimeError)
+
+
+@pytest.mark.parametrize("model_cls", [ScaleHyperprior, MeanScaleHyperprior, Cheng2020Anchor])
+def test_ste_matches_eval_and_passes_gradients(codec, model_cls, photo):
+    model = (
+        codec
+        if model_cls is ScaleHyperprior
+        else model_cls(16)
+        if model_cls is Cheng2020Anchor
+        else model_cls(16, 24)
+    )
+    model.eval()
+    x = crop(photo, 50, 37).requires_grad_(True)
+    with torch.no_grad():
+        real = forward_padded(model, x)["x_hat"]
+    surrogate = Surrogate(model, "ste")
+    with surrogate.active():
+        out = surrogate(x)
+    assert torch.allclose(out["x_hat"], real, atol=1e-5)
+    (grad,) = torch.autograd.grad(
+        out["x_hat"].sum() + bpp_from_likelihoods(out["likelihoods"], 50 * 37).sum(), x
+    )
+    assert grad.abs().amax() > 0
+
+
+def test_noise_proxy_ignores_eval_flag():
+    """mbt2018/cheng2020 pick the mode from their own flag; the patch must still add noise in eval."""
+    model = MeanScaleHyperprior(16, 24).eval()
+    x = torch.rand(1, 3, 64, 64)
+    g = torch.Generator().manual_seed(0)
+    surrogate = Surrogate(model, "noise", g)
+    with torch.no_grad(), surrogate.active():
+        y = model.g_a(x)
+        y_hat = model.gaussian_conditional.quantize(y, "dequantize")
+    offset = y_hat - y
+    assert offset.abs().amax() <= 0.5 and offset.std() > 0.2  # uniform noise, not rounding of ~0 latents
+
+
+@pytest.mark.parametrize("model_cls", [MeanScaleHyperprior, Cheng2020Anchor])
+@pytest.mark.parametrize("proxy", ["ste", "noise"])
+@pytest.mark.parametrize("objective", ["distortion", "rate"])
+def test_context_and_mean_codecs(photo, model_cls, proxy, objective):
+    torch.manual_seed(0)
+    model = model_cls(16) if model_cls is Cheng2020Anchor else model_cls(16, 24)
+    model.eval()
+    x = crop(photo, 35, 29)
+    a = attack("pgd", proxy=proxy, objective=objective, steps=2)
+    result = a.run(model, x)
+    assert a.budget.within(x, result.x_adv).all() and torch.isfinite(result.score).all()
+
+
+class Wrapper(nn.Module):
+    """A defense-like module: contains the codec, no g_a/g_s of its own."""
+
+    def __init__(self, codec):
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, x):
+        out = self.codec(x.flip(-1))
+        return {"x_hat": out["x_hat"].flip(-1), "likelihoods": out["likelihoods"]}
+
+
+@pytest.mark.parametrize("proxy", ["skip", "ste", "noise"])
+def test_attack_through_wrapper(codec, photo, proxy):
+    x = crop(photo, 40, 40)
+    before = snapshot(codec)
+    result = attack("pgd", proxy=proxy, steps=4, eps=0.02).run(Wrapper(codec), x)
+    assert (result.score > 0).all()
+    assert_same(before, snapshot(codec))
+
+
+# --- objectives and optimisers ------------------------------------------------------------------
+
+
+def real_recon(codec, x):
+    return code(codec, x).x_hat
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(name="chen2023", steps=30, lr=0.005),
+        dict(name="pgd", steps=12, proxy="ste"),
+        dict(name="mifgsm", steps=12),
+    ],
+)
+def test_attack_beats_noise_baseline(codec, photo, overrides):
+    x = crop(photo, 64, 64)
+    clean = real_recon(codec, x)
+    noisy = real_recon(codec, attack("noise")(codec, x))
+    overrides = dict(overrides)
+    adversarial = real_recon(codec, attack(overrides.pop("name"), **overrides)(codec, x))
+    assert mse_per_image(adversarial, clean) > 2 * mse_per_image(noisy, clean)
+
+
+def test_ms_ssim_distance_and_source_reference(codec, photo):
+    x = crop(photo, 48, 48)
+    for overrides in (dict(distance="ms_ssim"), dict(reference="source")):
+        result = attack("pgd", steps=3, **overrides).run(codec, x)
+        assert torch.isfinite(result.score).all() and (result.score > 0).all()
+
+
+def test_targeted_moves_towards_target(codec, photo):
+    x = crop(photo, 64, 64)
+    target = torch.full_like(x, 0.5)
+    target[..., :32, :] = x[..., :32, :].flip(-1)
+    clean = real_recon(codec, x)
+    adversarial = real_recon(
+        codec, attack("pgd", objective="targeted", steps=12, eps=0.03)(codec, x, target=target)
+    )
+    assert mse_per_image(adversarial, target) < 0.95 * mse_per_image(clean, target)
+
+    mask = torch.zeros(64, 64)
+    mask[20:44, 20:44] = 1
+    masked = real_recon(
+        codec, attack("pgd", objective="targeted", steps=12, eps=0.03)(codec, x, target, mask)
+    )
+    inside = (slice(None), slice(None), slice(20, 44), slice(20, 44))
+    assert mse_per_image(masked[inside], target[inside]) < mse_per_image(clean[inside], target[inside])
+
+    with pytest.raises(ValueError, match="target"):
+        attack("pgd", objective="targeted")(codec, x)
+
+
+def test_rate_attack_raises_bpp(codec, photo):
+    x = crop(photo, 64, 64)
+    clean = code(codec, x, update=True)
+    attacked = code(codec, attack("pgd", proxy="ste", objective="rate", steps=12, eps=0.03)(codec, x))
+    assert (attacked.bpp_est > clean.bpp_est * 1.05).all()
+    assert (attacked.bpp > clean.bpp).all()
+
+    toward = attack("pgd", proxy="ste", objective="rate", target_bpp=0.0, steps=12, eps=0.03)(codec, x)
+    assert (code(codec, toward).bpp_est < clean.bpp_est).all()
+
+
+@pytest.mark.parametrize("name", ["pgd", "noise"])
+def test_seed_reproducible(codec, photo, name):
+    x = crop(photo, 40, 40)
+    first = attack(name, seed=3, random_start=True, steps=2, proxy="noise")(codec, x)
+    again = attack(name, seed=3, random_start=True, steps=2, proxy="noise")(codec, x)
+    other = attack(name, seed=4, random_start=True, steps=2, proxy="noise")(codec, x)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_restarts_keep_strongest(codec, photo):
+    x = torch.cat([crop(photo, 40, 40), crop(photo, 40, 40).flip(-2)])
+    single = attack("pgd", steps=2, restarts=1).run(codec, x).score
+    several = attack("pgd", steps=2, restarts=3).run(codec, x).score
+    assert (several >= single).all()
+
+
+# --- configuration and calling context ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["none", *OPTIMIZERS])
+def test_configs_build(name):
+    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    assert set(cfg) == set(OmegaConf.load(CONF / "none.yaml"))
+    built = build_attack(cfg)
+    assert (built is None) == (name == "none")
+    if built is not None:
+        assert built.eps == 0.01 and built.budget.norm == "rms"
+    if name == "chen2023":
+        assert built.steps == 1001 and built.lr == 0.01 and built.proxy == "skip"
+
+
+def test_config_errors():
+    with pytest.raises(AttackConfigError, match="proxy"):
+        attack("chen2023", objective="rate")  # skip gives no likelihoods
+    with pytest.raises(AttackConfigError, match="attack.name"):
+        build_attack({"name": "cw"})
+    with pytest.raises(AttackConfigError, match="attack.proxy"):
+        attack("pgd", proxy="round")
+    with pytest.raises(AttackConfigError, match="attack.norm"):
+        build_attack({"name": "pgd", "norm": "l2"})
+
+
+def test_eps_warmup():
+    a = attack("pgd", eps=0.02, warmup_steps=4)
+    assert [a.eps_at(s) for s in range(5)] == pytest.approx([0.005, 0.01, 0.015, 0.02, 0.02])
+    assert a.at_step(0).eps == pytest.approx(0.005) and a.eps == 0.02
+    assert a.with_eps(0.001).budget == Budget("rms", 0.001)
+
+
+def test_calling_contexts(codec, photo):
+    x = crop(photo, 32, 32)
+    with torch.no_grad():  # e.g. inside a validation step: the attack turns autograd back on
+        assert attack("pgd")(codec, x).shape == x.shape
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        attack("pgd")(codec, x)
