@@ -305,6 +305,14 @@ def test_attack_beats_noise_baseline(codec, photo, overrides):
     assert mse_per_image(adversarial, clean) > 2 * mse_per_image(noisy, clean)
 
 
+def test_ste_escapes_stationary_start(codec, photo):
+    """With ste the zero-init iterate reconstructs exactly like the clean codec: the distortion's
+    gradient is exactly 0 there although the proxy passes gradients; the attack must not stall."""
+    x = crop(photo, 48, 48)
+    result = attack("chen2023", proxy="ste", steps=6, progress=True).run(codec, x)
+    assert (result.score > 0).all()
+
+
 def test_ms_ssim_distance_and_source_reference(codec, photo):
     x = crop(photo, 48, 48)
     for overrides in (dict(distance="ms_ssim"), dict(reference="source")):
