@@ -128,6 +128,8 @@ class RandomCrops(Dataset):
     """`length` random patch_size crops drawn from the images (a fixed-size epoch for tiny sets)."""
 
     def __init__(self, images: ImageFiles, patch_size: int, length: int):
+        if patch_size <= 0 or patch_size % 64:
+            raise ImageError(f"data.patch_size={patch_size} must be a positive multiple of 64 (the codecs' stride)")
         big_enough = []
         for index in range(len(images)):
             height, width = images[index].shape[-2:]

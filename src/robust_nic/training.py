@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +16,11 @@ from robust_nic.module import CodecModule
 from robust_nic.trackers import build_logger
 
 log = logging.getLogger(__name__)
+
+# With OnExceptionCheckpoint, Lightning resumes from checkpoints/last.ckpt when it exists (re-running in
+# the same hydra.run.dir continues an interrupted run) and warns when it does not: expected, not news.
+warnings.filterwarnings("ignore", message=r".*was called without a model.*")
+warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
 
 
 def build_attack_from_settings(attack_cfg: dict | None):

@@ -1,0 +1,88 @@
+"""Shared fixtures: real photo crops from scikit-image, Hydra composition, a small trained codec."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Small, fast settings for every test run of the real jobs.
+FAST = [
+    "model.channels=[16,24]",
+    "data=folder",
+    "data.patch_size=64",
+    "data.batch_size=4",
+    "data.epoch_size=64",
+    "data.num_workers=0",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.progress_bar=false",
+    "trainer.accelerator=cpu",
+]
+
+
+def compose_config(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    return np.asarray(Image.open(Path(skimage.data.data_dir) / name).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory) -> Path:
+    """A folder of real photo crops, one of odd size, in a sub-folder too (recursive search)."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    Image.fromarray(photo("astronaut.png")[100:196, 150:246]).save(root / "astronaut.png")
+    Image.fromarray(photo("coffee.png")[100:196, 200:296]).save(root / "sub" / "coffee.png")
+    Image.fromarray(photo("chelsea.png")[50:120, 100:190]).save(root / "chelsea_70x90.png")
+    Image.fromarray(photo("rocket.jpg")[200:296, 200:296]).save(root / "rocket.jpg", quality=95)
+    return root
+
+
+def train_small_codec(steps: int = 150, channels=(32, 48), seed: int = 0):
+    """A bmshj2018-hyperprior with few channels, trained briefly on astronaut crops (real weights)."""
+    from robust_nic.codecs import build_codec
+    from robust_nic.losses import RateDistortionLoss
+
+    torch.manual_seed(seed)
+    codec = build_codec("bmshj2018-hyperprior", 3, channels=list(channels))
+    image = torch.from_numpy(photo("astronaut.png")).permute(2, 0, 1).float() / 255
+    loss_fn = RateDistortionLoss("mse", 0.0067)
+    params = [p for n, p in codec.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in codec.named_parameters() if n.endswith(".quantiles")]
+    opt, aux_opt = torch.optim.Adam(params, 3e-4), torch.optim.Adam(aux, 1e-3)
+    for _ in range(steps):
+        tops = torch.randint(0, 512 - 64, (8,))
+        lefts = torch.randint(0, 512 - 64, (8,))
+        x = torch.stack([image[:, t : t + 64, s : s + 64] for t, s in zip(tops, lefts, strict=True)])
+        loss = loss_fn(codec(x), x)["loss"] + codec.aux_loss()
+        opt.zero_grad()
+        aux_opt.zero_grad()
+        loss.backward()
+        opt.step()
+        aux_opt.step()
+    codec.eval()
+    codec.update(force=True)
+    return codec
+
+
+@pytest.fixture(scope="session")
+def small_codec():
+    return train_small_codec()

@@ -1,0 +1,105 @@
+"""Image reading, folders and downloads: odd files are converted or skipped with a clear message."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from conftest import photo
+from PIL import Image
+
+from robust_nic.data import ImageDataModule, download_kodak, split_files
+from robust_nic.images import ImageError, read_image
+
+
+def test_rgb_photo_reads_in_unit_range(tmp_path):
+    Image.fromarray(photo("coffee.png")).save(tmp_path / "coffee.png")
+    x = read_image(tmp_path / "coffee.png")
+    assert x.shape == (3, 400, 600) and 0 <= x.min() and x.max() <= 1
+
+
+def test_grayscale_is_converted_with_warning(tmp_path):
+    Image.fromarray(photo("coffee.png")).convert("L").save(tmp_path / "gray.png")
+    with pytest.warns(UserWarning, match="grayscale"):
+        x = read_image(tmp_path / "gray.png")
+    assert x.shape[0] == 3 and torch.equal(x[0], x[1])
+
+
+def test_rgba_drops_alpha_with_warning(tmp_path):
+    rgba = np.dstack([photo("coffee.png")[:64, :64], np.full((64, 64), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    with pytest.warns(UserWarning, match="alpha"):
+        assert read_image(tmp_path / "rgba.png").shape == (3, 64, 64)
+
+
+def test_16bit_is_scaled_with_warning(tmp_path):
+    gray8 = photo("coffee.png")[:64, :64, 0]
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    with pytest.warns(UserWarning, match="16-bit"):
+        x = read_image(tmp_path / "deep.png")
+    torch.testing.assert_close(x[1], torch.from_numpy(gray8).float() / 255, atol=1e-6, rtol=0)
+
+
+def test_corrupt_tiny_and_huge_images_raise(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    with pytest.raises(ImageError, match="broken.png"):
+        read_image(tmp_path / "broken.png")
+    Image.fromarray(photo("coffee.png")[:4, :4]).save(tmp_path / "tiny.png")
+    with pytest.raises(ImageError, match="at least"):
+        read_image(tmp_path / "tiny.png")
+    Image.fromarray(photo("coffee.png")).save(tmp_path / "big.png")
+    with pytest.raises(ImageError, match="limit"):
+        read_image(tmp_path / "big.png", max_pixels=1000)
+
+
+def test_folder_skips_unreadable_files_and_searches_recursively(photo_dir, tmp_path):
+    (photo_dir / "sub" / "garbage.jpg").write_bytes(b"not a jpeg")
+    try:
+        with pytest.warns(UserWarning, match="garbage.jpg"):
+            files = split_files({"name": "folder", "root": str(photo_dir), "val_fraction": 0.25})
+    finally:
+        (photo_dir / "sub" / "garbage.jpg").unlink()
+    names = {p.name for p in files["train"] + files["val"]}
+    assert names == {"astronaut.png", "coffee.png", "chelsea_70x90.png", "rocket.jpg"}
+    assert len(files["val"]) == 1 and len(files["test"]) == 4
+
+
+def test_empty_or_unusable_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ImageError, match="no png/jpg"):
+        split_files({"name": "folder", "root": str(tmp_path)})
+    (tmp_path / "bad.png").write_bytes(b"nothing")
+    with pytest.warns(UserWarning), pytest.raises(ImageError, match="none usable"):
+        split_files({"name": "folder", "root": str(tmp_path)})
+    with pytest.raises(ImageError, match="does not exist"):
+        split_files({"name": "folder", "root": str(tmp_path / "missing")})
+
+
+def test_kodak_offline_explains_what_to_do(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(ImageError, match="kodim01.png..kodim24.png"):
+        download_kodak(tmp_path / "kodak")
+
+
+def test_kodak_uses_files_already_present(monkeypatch, tmp_path):
+    def fail(*args, **kwargs):
+        raise AssertionError("no download expected")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", fail)
+    for index in range(1, 25):
+        Image.fromarray(photo("coffee.png")[:64, :96]).save(tmp_path / f"kodim{index:02d}.png")
+    assert len(split_files({"name": "kodak", "root": str(tmp_path)})["test"]) == 24
+
+
+def test_datamodule_crops_and_whole_images(photo_dir):
+    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 48, "batch_size": 3, "epoch_size": 6})
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.shape == (3, 3, 48, 48)
+    sizes = {tuple(x.shape[-2:]) for x in dm.test_dataloader()}
+    assert (70, 90) in sizes  # whole images, any size
