@@ -78,6 +78,7 @@ def train_small_codec(steps: int = 150, channels=(32, 48), seed: int = 0):
         loss.backward()
         opt.step()
         aux_opt.step()
+    codec.zero_grad(set_to_none=True)
     codec.eval()
     codec.update(force=True)
     return codec

@@ -13,10 +13,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean a wrong setting or input (not a bug): shown as one line, exit status 2."""
     from robust_nic.attacks import AttackConfigError, ObjectiveError, ProxyError
     from robust_nic.codecs import CodecError
+    from robust_nic.config import ConfigError
     from robust_nic.defenses import DefenseError
     from robust_nic.images import ImageError
 
-    return (CodecError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError)
+    return (CodecError, ConfigError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError)
 
 
 def run_job(job: Callable[[], dict]) -> dict:

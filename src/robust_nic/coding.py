@@ -27,7 +27,13 @@ def crop(x: torch.Tensor, unpad: tuple[int, int, int, int]) -> torch.Tensor:
 
 
 def forward_padded(codec: CompressionModel, x: torch.Tensor) -> dict:
-    """codec.forward on an input of any size (the differentiable proxy of coding)."""
+    """codec.forward on an input of any size (the differentiable proxy of coding).
+
+    Modules that pad by themselves (defenses, which must see the unpadded image) say so with
+    `pads_input = True` and are called directly.
+    """
+    if getattr(codec, "pads_input", False):
+        return codec(x)
     x_padded, unpad = pad(x)
     out = codec(x_padded)
     out["x_hat"] = crop(out["x_hat"], unpad)

@@ -12,6 +12,10 @@ from robust_nic.codecs import CodecError, build_codec, check_arch, check_metric,
 
 log = logging.getLogger(__name__)
 
+class ConfigError(ValueError):
+    """Settings that contradict each other; the message says which to change."""
+
+
 LOSS_METRICS = {"mse": "mse", "ms_ssim": "ms-ssim", "ms-ssim": "ms-ssim"}
 
 
@@ -29,11 +33,27 @@ def resolve(cfg: DictConfig) -> dict:
     check_quality(model["arch"], int(model["quality"]))
     if loss.get("lmbda") is None:
         loss["lmbda"] = lambda_for(metric, int(model["quality"]))
+    if settings.get("attack"):
+        settings["attack"] = resolve_attack(settings["attack"])
     optim = settings.get("optim")
     if optim is not None and optim.get("lr") is None:
         # From scratch 1e-4; finetuning pretrained or checkpointed weights 1e-5 (CompressAI / the paper).
         optim["lr"] = 1e-5 if (model.get("pretrained") or model.get("checkpoint")) else 1e-4
     return settings
+
+
+def resolve_attack(attack: dict) -> dict:
+    """`attack=auto` (training default) attacks only once attack.eps is set, with `attack.use`;
+    an eps given with attack=none would silently do nothing, so it is an error."""
+    attack = dict(attack)
+    if attack.get("name") == "auto":
+        attack["name"] = attack.pop("use") if attack.get("eps") is not None else "none"
+    if attack.get("name") == "none" and attack.get("eps") is not None:
+        raise ConfigError(
+            f"attack.eps={attack['eps']} is set but attack=none; choose an attack, e.g. attack=chen2023 "
+            "(the paper's), attack=pgd, attack=noise (random-noise baseline)"
+        )
+    return attack
 
 
 def codec_from_settings(model: dict):

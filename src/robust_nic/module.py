@@ -39,7 +39,7 @@ class CodecModule(L.LightningModule):
     crafts adversarial examples for part of the batch against the current weights.
     """
 
-    def __init__(self, codec: CompressionModel, cfg: Mapping, attack=None):
+    def __init__(self, codec: CompressionModel, cfg: Mapping, attack=None, val_attack=None):
         super().__init__()
         self.automatic_optimization = False  # two optimizers (network, aux)
         self.codec = codec
@@ -50,6 +50,8 @@ class CodecModule(L.LightningModule):
         self.optim_cfg = self.cfg["optim"]
         self.train_cfg = self.cfg.get("train") or {}
         self.attack = attack
+        # Validation measures robustness at the full budget, possibly with a stronger attack.
+        self.val_attack = val_attack or attack
         self.max_batches = int(self.cfg["trainer"]["max_steps"])
 
     # Lightning counts a step per optimizer; users (and schedules) count batches.
@@ -79,18 +81,13 @@ class CodecModule(L.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------
 
-    def current_eps(self) -> float:
-        """The attack budget, ramped up linearly over attack.warmup_steps training batches."""
-        eps = float(self.cfg["attack"]["eps"])
-        warmup = int(self.cfg["attack"].get("warmup_steps") or 0)
-        return eps if warmup <= 0 else eps * min(1.0, (self.batch_step + 1) / warmup)
-
     def adversarial_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Inputs and targets with the first round(adv_ratio * B) images replaced by adversarial ones."""
         count = round(float(self.train_cfg.get("adv_ratio", 1.0)) * x.shape[0])
         if self.attack is None or count == 0:
             return x, x, 0
-        x_adv = self.attack.with_eps(self.current_eps())(self.codec, x[:count]).detach()
+        # The attack ramps eps up over attack.warmup_steps batches (the paper's schedule).
+        x_adv = self.attack.at_step(self.batch_step)(self.codec, x[:count]).detach()
         inputs = torch.cat([x_adv, x[count:]])
         target_kind = self.train_cfg.get("adv_target", "adversarial")
         if target_kind not in ("adversarial", "source"):
@@ -114,7 +111,7 @@ class CodecModule(L.LightningModule):
         self.lr_schedulers().step()
         metrics = {f"train/{k}": v for k, v in losses.items()} | {"train/aux_loss": aux_loss}
         if self.attack is not None:
-            metrics |= {"train/eps": self.current_eps(), "train/adv_fraction": adv_count / batch.shape[0]}
+            metrics |= {"train/eps": float(self.attack.eps_at(self.batch_step)), "train/adv_fraction": adv_count / batch.shape[0]}
         self.log_dict(metrics, prog_bar=False, batch_size=batch.shape[0])
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=batch.shape[0])
         return losses["loss"]
@@ -130,11 +127,15 @@ class CodecModule(L.LightningModule):
         metrics["val/rd_loss"] = self._real_rd_loss(batch, clean)
         if self.attack is not None:
             with torch.inference_mode(False), torch.enable_grad():
-                x_adv = self.attack.with_eps(float(self.cfg["attack"]["eps"]))(self.codec, batch.clone())
-            adv = adversarial_metrics(batch, x_adv, clean, code(self.codec, x_adv))
+                x_adv = self.val_attack(self.codec, batch.clone())
+            attacked = code(self.codec, x_adv)
+            adv = adversarial_metrics(batch, x_adv, clean, attacked)
             metrics |= {f"val/adv/{k}": adv[k] for k in ("delta_psnr", "psnr", "psnr_out", "bpp")}
+            # One number for sweepers: clean RD cost plus attacked vulnerability (both lower is better).
+            weight = float(self.train_cfg.get("robust_weight", 0.1))
+            metrics["val/robust_objective"] = metrics["val/rd_loss"] + weight * adv["delta_psnr"].clamp(min=0)
             if batch_idx == 0:
-                self._log_images(batch, x_adv, clean.x_hat, code(self.codec, x_adv).x_hat)
+                self._log_images(batch, x_adv, clean.x_hat, attacked.x_hat)
         for name, value in metrics.items():
             value = value.float().mean()
             if not math.isnan(value.item()):

@@ -74,8 +74,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     settings = resolve(cfg)
     L.seed_everything(int(settings.get("seed", 0)), workers=True, verbose=False)
     attack = build_attack_from_settings(settings.get("attack"))
+    val_overrides = (settings.get("train") or {}).get("val_attack") or {}
+    val_attack = build_attack_from_settings({**settings["attack"], **val_overrides}) if attack and val_overrides else None
     codec = codec_from_settings(settings["model"])
-    module = CodecModule(codec, settings, attack=attack)
+    module = CodecModule(codec, settings, attack=attack, val_attack=val_attack)
     datamodule = ImageDataModule(settings["data"])
     monitor = "val/adv/delta_psnr" if attack is not None else "val/rd_loss"
     logger = build_logger(settings["logger"], run_dir, run_config=settings)

@@ -20,6 +20,7 @@ class Defense(nn.Module):
     """
 
     name: str = "none"
+    pads_input = True  # forward takes any image size; robust_nic.coding.forward_padded calls it directly
 
     def __init__(self, codec: CompressionModel):
         super().__init__()

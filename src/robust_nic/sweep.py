@@ -1,0 +1,67 @@
+"""Hydra callback: after a multirun, one summary table (CSV + Markdown) of every job's results."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps, write_rows_csv
+
+log = logging.getLogger(__name__)
+
+RESULT_FILES = ("metrics.json", "train_metrics.json")
+
+
+def job_results(job_dir: Path) -> dict | None:
+    """A job's overrides and flat final metrics, or None if it left no results."""
+    for name in RESULT_FILES:
+        path = job_dir / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            metrics = data.get("metrics", data)
+            overrides_file = job_dir / ".hydra" / "overrides.yaml"
+            overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+            row = {"job": job_dir.name, "overrides": " ".join(overrides)}
+            row |= {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if "=" in o}
+            return row | {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    return None
+
+
+def summarize_sweep(sweep_dir: Path) -> list[dict]:
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
+    rows = [row for row in map(job_results, jobs) if row]
+    if not rows:
+        return rows
+    write_rows_csv(rows, sweep_dir / "summary.csv")
+    (sweep_dir / "summary.md").write_text(markdown_table(rows))
+    eps_rows = [r for r in rows if "attack.eps" in r and "test/adv/delta_psnr" in r]
+    if len(eps_rows) > 1:
+        curve = [(float(r["attack.eps"]), r["test/adv/delta_psnr"]) for r in eps_rows]
+        plot_delta_psnr_vs_eps({"adv": curve}, sweep_dir / "delta_psnr_vs_eps.png")
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Overrides plus the headline metrics of each job."""
+    keys = ["job", "overrides"] + [
+        k for k in rows[0] if k.startswith(("val/", "test/clean/psnr", "test/clean/bpp", "test/adv/delta_psnr", "test/adv/psnr", "steps"))
+    ]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            rows = summarize_sweep(sweep_dir)
+            if rows:
+                print(f"\nSweep summary ({len(rows)} runs): {sweep_dir / 'summary.md'}\n" + markdown_table(rows))

@@ -1,0 +1,94 @@
+"""Adversarial finetuning: the inner attack loop inside the LightningModule, warm-up, mixing, sweeps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import FAST, ROOT, compose_config
+
+from robust_nic.attacks import build_attack
+from robust_nic.config import ConfigError, resolve
+from robust_nic.module import CodecModule
+from robust_nic.training import train
+
+
+def module_for(codec, *overrides):
+    settings = resolve(compose_config("train", [*FAST, "data.root=/tmp", "attack=pgd", "attack.steps=2", *overrides]))
+    return CodecModule(codec, settings, attack=build_attack(settings["attack"])), settings
+
+
+def test_inner_attack_leaves_no_gradient_or_mode_change(small_codec):
+    module, _ = module_for(small_codec)
+    small_codec.train()
+    before = {n: p.detach().clone() for n, p in small_codec.named_parameters()}
+    x = torch.rand(4, 3, 64, 64)
+    inputs, targets, count = module.adversarial_batch(x)
+    assert count == 4 and not torch.equal(inputs, x) and torch.equal(inputs, targets)
+    assert small_codec.training
+    assert all(p.grad is None for p in small_codec.parameters())
+    assert all(torch.equal(before[n], p) for n, p in small_codec.named_parameters())
+    small_codec.eval()
+
+
+@pytest.mark.parametrize("ratio, expected", [(0.0, 0), (0.5, 2), (0.75, 3), (1.0, 4)])
+def test_adv_ratio_mixes_as_configured(small_codec, ratio, expected):
+    module, _ = module_for(small_codec, f"train.adv_ratio={ratio}", "train.adv_target=source")
+    x = torch.rand(4, 3, 64, 64)
+    inputs, targets, count = module.adversarial_batch(x)
+    assert count == expected
+    assert torch.equal(inputs[expected:], x[expected:])
+    assert torch.equal(targets, x)  # adv_target=source: reconstruct the clean image
+    if expected:
+        assert not torch.equal(inputs[:expected], x[:expected])
+
+
+def test_eps_warmup_follows_linear_schedule():
+    settings = resolve(compose_config("train", ["attack=pgd", "attack.eps=0.02", "attack.warmup_steps=10"]))
+    attack = build_attack(settings["attack"])
+    assert [round(attack.eps_at(s), 6) for s in (0, 4, 9, 50)] == [0.002, 0.01, 0.02, 0.02]
+
+
+def test_attack_eps_alone_selects_the_papers_recipe_and_none_with_eps_is_an_error():
+    settings = resolve(compose_config("train", ["model=cheng2020", "model.pretrained=false", "attack.eps=0.01"]))
+    assert settings["attack"]["name"] == "chen2023" and settings["attack"]["steps"] == 300
+    assert resolve(compose_config("train", []))["attack"]["name"] == "none"
+    with pytest.raises(ConfigError, match="attack=chen2023"):
+        resolve(compose_config("evaluate", ["attack.eps=0.01"]))
+
+
+def test_design_card_command_runs_a_finetuning_step(tmp_path, photo_dir):
+    cfg = compose_config("train", [
+        "model=cheng2020", "attack.eps=0.01", "model.pretrained=false", "model.quality=1",
+        f"data.root={photo_dir}", "data=folder", "data.patch_size=64", "data.batch_size=2", "data.epoch_size=4",
+        "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1",
+        "trainer.progress_bar=false", "attack.steps=2", "trainer.accelerator=cpu",
+    ])
+    results = train(cfg, tmp_path)
+    assert results["steps"] == 1
+    assert "val/adv/delta_psnr" in results and "train/eps" in results
+
+
+def test_finetuning_run_logs_robustness_and_keeps_most_robust_checkpoint(tmp_path, photo_dir):
+    cfg = compose_config("train", [*FAST, f"data.root={photo_dir}", "attack=pgd", "attack.steps=2",
+                                   "attack.warmup_steps=2", "trainer.max_steps=4", "trainer.val_check_interval=2"])
+    results = train(cfg, tmp_path)
+    assert {"val/adv/delta_psnr", "val/adv/psnr", "val/psnr", "val/bpp", "val/robust_objective"} <= set(results)
+    best = list((tmp_path / "checkpoints").glob("best-*.ckpt"))
+    assert best and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    saved = torch.load(best[0], map_location="cpu", weights_only=True)
+    assert any("val/adv/delta_psnr" in str(k) for k in saved["callbacks"])
+
+
+def test_multirun_over_two_values_makes_two_runs_and_a_summary(tmp_path, photo_dir):
+    out = subprocess.run(
+        [sys.executable, "train.py", "-m", *FAST, f"data.root={photo_dir}", "trainer.max_steps=2",
+         "model.quality=1,2", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "0" / "train_metrics.json").is_file() and (tmp_path / "1" / "train_metrics.json").is_file()
+    summary = (tmp_path / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and "model.quality" in summary[0]
