@@ -137,7 +137,8 @@ class CodecModule(L.LightningModule):
             if batch_idx == 0:
                 self._log_images(batch, x_adv, clean.x_hat, attacked.x_hat)
         for name, value in metrics.items():
-            value = value.float().mean()
+            # On the module's device: DDP's NCCL all-reduce (sync_dist) cannot reduce CPU tensors.
+            value = value.float().mean().to(self.device)
             if not math.isnan(value.item()):
                 self.log(name, value, batch_size=1, sync_dist=True, prog_bar=name in ("val/psnr", "val/adv/delta_psnr"))
 

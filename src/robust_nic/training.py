@@ -31,7 +31,7 @@ def build_attack_from_settings(attack_cfg: dict | None):
     return build_attack(attack_cfg)
 
 
-def build_trainer(settings: dict, run_dir: Path, logger, monitor: str) -> L.Trainer:
+def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_callbacks=()) -> L.Trainer:
     trainer_cfg = settings["trainer"]
     checkpoints = run_dir / "checkpoints"
     callbacks = [
@@ -46,6 +46,7 @@ def build_trainer(settings: dict, run_dir: Path, logger, monitor: str) -> L.Trai
         ),
         # An interrupted run (Ctrl-C, crash) still leaves a checkpoint to resume from.
         OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+        *extra_callbacks,
     ]
     return L.Trainer(
         accelerator=trainer_cfg.get("accelerator", "auto"),
@@ -69,19 +70,19 @@ def build_trainer(settings: dict, run_dir: Path, logger, monitor: str) -> L.Trai
     )
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
+def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     """Fit a codec as configured; returns the final logged metrics. Writes everything under run_dir."""
     settings = resolve(cfg)
     L.seed_everything(int(settings.get("seed", 0)), workers=True, verbose=False)
     attack = build_attack_from_settings(settings.get("attack"))
-    val_overrides = (settings.get("train") or {}).get("val_attack") or {}
+    val_overrides = {k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None}
     val_attack = build_attack_from_settings({**settings["attack"], **val_overrides}) if attack and val_overrides else None
     codec = codec_from_settings(settings["model"])
     module = CodecModule(codec, settings, attack=attack, val_attack=val_attack)
     datamodule = ImageDataModule(settings["data"])
     monitor = "val/adv/delta_psnr" if attack is not None else "val/rd_loss"
     logger = build_logger(settings["logger"], run_dir, run_config=settings)
-    trainer = build_trainer(settings, run_dir, logger, monitor)
+    trainer = build_trainer(settings, run_dir, logger, monitor, extra_callbacks)
     if trainer.is_global_zero:
         save_settings(settings, run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=settings.get("ckpt_path"))

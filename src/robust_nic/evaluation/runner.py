@@ -93,12 +93,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
         for eps in budgets:
             row = base | {"eps": eps}
             for kind, source in sources.items():
-                start = time.perf_counter()
-                x_adv = attack.with_eps(eps)(source, x, **target)
-                seconds = time.perf_counter() - start
-                attacked = defense.code(x_adv)
-                metrics = adversarial_metrics(x, x_adv, clean, attacked)
-                row |= {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()} | {f"{kind}/attack_s": seconds}
+                x_adv, attacked, metrics = attack_and_measure(attack.with_eps(eps), source, defense, x, clean, target)
+                row |= {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
                 if save_images:
                     stem = f"{path.stem}_eps{eps:g}_{kind}"
                     save_attack_images(stem, x, x_adv, clean.x_hat, attacked.x_hat, run_dir)
@@ -120,6 +116,22 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
         plot_delta_psnr_vs_eps(curves, run_dir / "delta_psnr_vs_eps.png")
     log.info("results in %s", run_dir)
     return metrics
+
+
+def attack_and_measure(attack, source, coder, x, clean, target: dict | None = None):
+    """Craft x_adv on `source` (codec or defense), code it with `coder`, measure the damage.
+
+    Returns (x_adv, attacked Coded, per-image metrics incl. attack_s)."""
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    x_adv = attack(source, x, **(target or {}))
+    sync()
+    seconds = time.perf_counter() - start
+    attacked = coder.code(x_adv)
+    metrics = adversarial_metrics(x, x_adv, clean, attacked)
+    metrics["attack_s"] = torch.full_like(metrics["bpp"], seconds / x.shape[0])
+    return x_adv, attacked, metrics
 
 
 def summarize_rows(rows: list[dict], budgets: list[float]) -> dict[str, float]:
