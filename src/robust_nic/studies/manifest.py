@@ -20,6 +20,9 @@ def write_manifest(
     tables: dict[str, str],
 ) -> Path:
     """`summary`: a few rows for the report's table; `figures`/`tables`: file name -> caption."""
+    columns: list[str] = []
+    for row in summary:
+        columns += [k for k in row if k not in columns]
     path = run_dir / MANIFEST
     write_json(
         {
@@ -27,6 +30,7 @@ def write_manifest(
             "title": title,
             "explanation": explanation,
             "summary": summary,
+            "summary_columns": columns,  # the JSON keys are sorted; this keeps the intended column order
             "figures": figures,
             "tables": tables,
         },

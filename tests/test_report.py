@@ -1,0 +1,89 @@
+"""`robust-nic report`: evaluation and study runs gathered into one Markdown + HTML page."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import compose_config
+
+from robust_nic.cli import main as cli_main
+from robust_nic.config import resolve, save_settings, write_json
+from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps
+from robust_nic.evaluation.report import find_runs, write_report
+from robust_nic.studies.manifest import write_manifest
+
+CLEAN = {"test/clean/bpp": 0.5, "test/clean/bpp_est": 0.52, "test/clean/psnr": 30.0, "test/clean/ms_ssim": 0.95,
+         "test/images": 3.0}  # fmt: skip
+ADV = {"psnr_in": 40.1, "psnr_out": 22.0, "delta_psnr": 18.1, "psnr": 21.0, "bpp": 0.6, "delta_bpp_pct": 20.0}
+
+
+def fake_run(path, overrides, metrics):
+    """A run directory as evaluate.py leaves it: the real resolved config, made-up metrics."""
+    settings = resolve(compose_config("evaluate", ["model.checkpoint=/ckpt/robust.pth.tar", *overrides]))
+    save_settings(settings, path)
+    write_json(metrics, path / "metrics.json")
+    (path / ".hydra").mkdir()
+    (path / ".hydra" / "config.yaml").write_text("unresolved: true\n")  # Hydra's copy: not a run
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    attack = ["attack=pgd", "attack.eps=0.01"]
+    fake_run(root / "plain", attack, CLEAN | {f"test/adv/{k}": v for k, v in ADV.items()})
+    defended = CLEAN | {"test/clean/bpp": 0.55, "test/clean/psnr": 29.5}
+    defended |= {f"test/adv/{k}": v - 10 for k, v in ADV.items()} | {
+        f"test/adaptive/{k}": v - 5 for k, v in ADV.items()
+    }
+    fake_run(root / "ensemble", [*attack, "defense=self_ensemble"], defended)
+    study = fake_run(root / "recompression", ["study=recompression", "study.generations=3"],
+                     {"study/recompression/robust/psnr_gen3": 20.0})  # fmt: skip
+    plot_delta_psnr_vs_eps({"psnr": [(1, 30.0), (2, 25.0), (3, 20.0)]}, study / "recompression.png")
+    (study / "recompression.csv").write_text("codec,generation,psnr\nrobust,1,30\n")
+    write_manifest(study, "recompression", "Recompression over 3 generations", "Encode, decode, repeat.",
+                   [{"codec": "robust", "psnr_gen1": 30.0, "psnr_gen3": 20.0}],
+                   {"recompression.png": "quality per generation"}, {"recompression.csv": "means"})  # fmt: skip
+    (root / "notes").mkdir()  # no results: ignored
+    return root
+
+
+def test_report_has_clean_robustness_and_study_sections(runs, tmp_path):
+    path = write_report([runs], tmp_path / "report")
+    text = path.read_text()
+    assert path.name == "report.md" and (tmp_path / "report" / "report.html").is_file()
+    for heading in ("## How to read this page", "## Summary", "## Clean rate-distortion", "## Robustness",
+                    "## Study: Recompression over 3 generations", "delta_psnr"):  # fmt: skip
+        assert heading in text, heading
+    clean_rows = [line for line in text.splitlines() if line.startswith("| robust | bmshj2018-hyperprior")]
+    assert len(clean_rows) == 2  # both evaluation runs, one row each
+    robustness = [line for line in text.splitlines() if "pgd" in line and line.startswith("| robust")]
+    assert len(robustness) == 3  # plain: adv; ensemble: adv (transferred) and adaptive
+    assert any(
+        "adaptive" in line and "13.10" in line and "+0.050" in line and "-0.50 dB" in line
+        for line in robustness
+    )
+    assert any("adv (direct)" in line and "18.10" in line for line in robustness)
+    assert "| robust | 30.00 | 20.00 |" in text  # the study's summary table
+    assert "![quality per generation](files/recompression/recompression.png)" in text
+    assert (tmp_path / "report" / "files" / "recompression" / "recompression.png").is_file()
+    page = (tmp_path / "report" / "report.html").read_text()
+    separators = [line for line in text.splitlines() if line.startswith("|---")]
+    assert (
+        page.count("<table>") == len(separators) == 4
+        and "<img src='files/recompression/recompression.png'" in page
+    )
+
+
+def test_runs_are_found_below_folders_and_hydra_copies_skipped(runs):
+    found = find_runs([runs, runs / "plain"])
+    assert sorted(r.name for r in found) == ["ensemble", "plain", "recompression"]
+    assert [r.is_study for r in sorted(found, key=lambda r: r.name)] == [False, False, True]
+    with pytest.raises(FileNotFoundError, match="no run directories"):
+        find_runs([runs / "notes"])
+
+
+def test_report_command(runs, tmp_path, capsys):
+    cli_main(["report", str(runs / "plain"), str(runs / "ensemble"), "--out", str(tmp_path / "out")])
+    assert "report written to" in capsys.readouterr().out
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "adv (transferred)" in text and "Study:" not in text
