@@ -309,14 +309,27 @@ def study_findings(run: Run) -> list[str]:
             )
         return items
     if study == "transfer":
+        items = []
         diagonal = run.metrics.get("study/transfer/images/diagonal")
-        off = run.metrics.get("study/transfer/images/off_diagonal")
-        if diagonal is None:
-            return []
-        return [
-            f"Cross-image transfer ({run.name}): delta_psnr {fmt(diagonal, 1)} dB on the image the perturbation was "
-            f"crafted for, {fmt(off, 1)} dB on other images."
-        ]
+        if diagonal is not None:
+            off = run.metrics.get("study/transfer/images/off_diagonal")
+            items.append(
+                f"Cross-image transfer ({run.name}): delta_psnr {fmt(diagonal, 1)} dB on the image the perturbation "
+                f"was crafted for, {fmt(off, 1)} dB on other images."
+            )
+        pairs = {
+            tuple(k.split("/", 3)[3].rsplit("/", 1)[0].split("->")): v
+            for k, v in run.metrics.items()
+            if k.startswith("study/transfer/codecs/")
+        }
+        for (crafted_on, coded_by), value in pairs.items():
+            if crafted_on != coded_by:
+                own = fmt(pairs.get((coded_by, coded_by)), 1)
+                items.append(
+                    f"Cross-codec transfer ({run.name}): crafted on `{crafted_on}`, coded by `{coded_by}`: delta_psnr "
+                    f"{fmt(value, 1)} dB (crafted on `{coded_by}` itself: {own} dB)."
+                )
+        return items
     if study == "noise":
         parts = [
             f"MSE {row['mse']:.0e}: noise {fmt(row.get('noise/delta_psnr'), 1)} dB, attack {fmt(row.get('adv/delta_psnr'), 1)} dB"
