@@ -61,7 +61,7 @@ def test_recompression_of_a_fixed_image_is_deterministic(checkpoints, photo_dir,
     coder = build_defense(None, codec)
     x = read_image(photo_dir / "astronaut.png")[None]
     first = recompress(coder, x, 3, keep_dir=tmp_path, keep=(1, 3))
-    second = recompress(coder, x, 3)
+    second = recompress(codec, x, 3)  # a bare codec works too
     assert [r["generation"] for r in first] == [1, 2, 3]
     assert timeless(first) == timeless(second)
     assert first[0]["psnr"] == pytest.approx(float(clean_metrics(x, code(codec, x))["psnr"][0]))

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from compressai.models import CompressionModel
 from omegaconf import DictConfig
 
 from robust_nic.config import ConfigError, write_json
@@ -35,9 +36,14 @@ EXPLANATION = (
 
 
 def recompress(
-    coder: Defense, x: torch.Tensor, generations: int, keep_dir: Path | None = None, keep: tuple = ()
+    coder: Defense | CompressionModel,
+    x: torch.Tensor,
+    generations: int,
+    keep_dir: Path | None = None,
+    keep: tuple = (),
 ) -> list[dict]:
-    """One row per generation (1..generations) for a single image x (1,3,H,W) in [0,1].
+    """One row per generation (1..generations) for a single image x (1,3,H,W) in [0,1], coded by a
+    defense (`Defense.code`) or a bare codec.
 
     Generation g codes the PNG written by generation g-1 (the original for g=1); every generation's
     decoded image really goes through write_png/read_image. PNGs of the generations in `keep` are
@@ -45,6 +51,8 @@ def recompress(
     """
     if x.shape[0] != 1:
         raise ValueError(f"recompress takes one image (1,3,H,W), got a batch of {x.shape[0]}")
+    if not isinstance(coder, Defense):
+        coder = build_defense(None, coder)  # a bare codec
     rows, current = [], x
     with tempfile.TemporaryDirectory() as scratch:
         for generation in range(1, generations + 1):
