@@ -6,7 +6,14 @@ import pytest
 import torch
 from conftest import compose_config
 
-from robust_nic.codecs import CodecError, build_codec, lambda_for, load_pretrained_codec, pretrained_path, pretrained_url
+from robust_nic.codecs import (
+    CodecError,
+    build_codec,
+    lambda_for,
+    load_pretrained_codec,
+    pretrained_path,
+    pretrained_url,
+)
 from robust_nic.config import codec_from_settings, resolve
 
 ZOO = {

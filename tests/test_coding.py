@@ -9,7 +9,7 @@ import sys
 import torch
 from conftest import photo
 
-from robust_nic.codecs import build_codec, export_codec, load_codec_checkpoint
+from robust_nic.codecs import export_codec, load_codec_checkpoint
 from robust_nic.coding import code
 from robust_nic.images import write_png
 from robust_nic.metrics import psnr

@@ -11,7 +11,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robust_nic.config import write_json  # noqa: E402
 from robust_nic.images import write_png  # noqa: E402
 
 
