@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 
 from robust_nic.config import ConfigError, write_json
 from robust_nic.defenses import Defense, build_defense
-from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics
+from robust_nic.evaluation.measure import clean_metrics
 from robust_nic.evaluation.outputs import mean_of, plot_delta_psnr_vs_eps, write_rows_csv
-from robust_nic.evaluation.runner import attack_sources, summarize_rows
+from robust_nic.evaluation.runner import attack_and_measure, attack_sources, summarize_rows
 from robust_nic.studies.inputs import prepare, required_attack
 from robust_nic.studies.manifest import write_manifest
 
@@ -53,8 +53,7 @@ def noise_vs_attack(
             eps = math.sqrt(mse)
             row = base | {"eps": eps, "mse": mse}
             for kind, (attack, source) in attacks.items():
-                x_adv = attack.with_eps(eps)(source, x)
-                metrics = adversarial_metrics(x, x_adv, clean, coder.code(x_adv))
+                _, _, metrics = attack_and_measure(attack.with_eps(eps), source, coder, x, clean)
                 row |= {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
             rows.append(row)
     return rows
