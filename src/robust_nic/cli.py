@@ -43,5 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "report":
         from robust_nic.evaluation.report import write_report
 
-        path = write_report(args.runs, args.out)
+        try:
+            path = write_report(args.runs, args.out)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
         print(f"report written to {path}")
