@@ -97,9 +97,15 @@ def test_kodak_uses_files_already_present(monkeypatch, tmp_path):
 
 
 def test_datamodule_crops_and_whole_images(photo_dir):
-    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 48, "batch_size": 3, "epoch_size": 6})
+    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 64, "batch_size": 3, "epoch_size": 6})
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch.shape == (3, 3, 48, 48)
+    assert batch.shape == (3, 3, 64, 64)
     sizes = {tuple(x.shape[-2:]) for x in dm.test_dataloader()}
     assert (70, 90) in sizes  # whole images, any size
+
+
+def test_patch_size_must_suit_the_codecs(photo_dir):
+    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 48, "batch_size": 2})
+    with pytest.raises(ImageError, match="multiple of 64"):
+        dm.setup("fit")
