@@ -35,15 +35,6 @@ NORM_EPS = {"rms": 0.01, "linf": 4 / 255}
 FAST = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Under CPU contention one thread is much faster than two for these tiny models.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def photo() -> torch.Tensor:
     from skimage import data

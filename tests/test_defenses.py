@@ -48,15 +48,6 @@ def crops(image: torch.Tensor, n: int, h: int, w: int, seed: int) -> torch.Tenso
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convolutions: one thread is faster, and far faster on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def codec():
     """A tiny hyperprior codec trained a few steps so that reconstructions roughly resemble inputs."""

@@ -35,7 +35,7 @@ def test_attack_evaluation_writes_metrics_images_and_figures(tmp_path, photo_dir
     rows = list(csv.DictReader(open(tmp_path / "per_image.csv")))
     assert len(rows) == 2 and all(float(r["adv/psnr_in"]) >= 40 - 1e-6 for r in rows)
     assert len(list((tmp_path / "figures").glob("*.png"))) == 2
-    assert len(list((tmp_path / "images").glob("*_adv.png"))) == 2
+    assert len(list((tmp_path / "images").glob("*_adv.png"))) == 2  # <image>_eps<eps>_adv.png
     results = json.loads((tmp_path / "results_compressai.json").read_text())
     assert set(results["results"]) >= {"psnr-rgb", "ms-ssim-rgb", "bpp"}
     assert (tmp_path / "codec.pth.tar").is_file() and (tmp_path / "config.yaml").is_file()

@@ -24,17 +24,8 @@ from robust_nic.studies.recompression import recompress
 from robust_nic.studies.transfer import apply_perturbation, fit_perturbation
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on 2 shared, loaded cores two threads are up to 10x slower for these tiny codecs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def checkpoints(one_thread, tmp_path_factory):
+def checkpoints(tmp_path_factory):
     """Two different tiny trained codecs, exported as plain CompressAI state dicts (for study.codecs)."""
     root = tmp_path_factory.mktemp("codecs")
     a = train_small_codec(steps=40, channels=(16, 24))

@@ -50,7 +50,7 @@ def compressai_results(name: str, description: str, clean: dict[str, float]) -> 
 
 def save_attack_images(stem: str, x, x_adv, x_hat, x_hat_adv, out_dir: Path, amplify: float = 10.0) -> Path:
     """Adversarial PNG, amplified perturbation PNG, and a 4-panel comparison figure for one image."""
-    write_png(x_adv[0], out_dir / "images" / f"{stem}_adv.png")
+    write_png(x_adv[0], out_dir / "images" / f"{stem}.png")
     perturbation = (0.5 + amplify * (x_adv[0] - x[0])).clamp(0, 1)
     write_png(perturbation, out_dir / "images" / f"{stem}_perturbation_x{amplify:g}.png")
     panels = [(x, "source"), (x_adv, "adversarial input"), (x_hat, "clean reconstruction"), (x_hat_adv, "attacked reconstruction")]
