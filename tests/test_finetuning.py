@@ -92,3 +92,15 @@ def test_multirun_over_two_values_makes_two_runs_and_a_summary(tmp_path, photo_d
     assert (tmp_path / "0" / "train_metrics.json").is_file() and (tmp_path / "1" / "train_metrics.json").is_file()
     summary = (tmp_path / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and "model.quality" in summary[0]
+
+
+def test_optuna_search_runs_trials_and_reports_the_objective(tmp_path, photo_dir):
+    out = subprocess.run(
+        [sys.executable, "train.py", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1",
+         *FAST, f"data.root={photo_dir}", "trainer.max_steps=2", "attack=pgd", "attack.steps=1",
+         f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    best = (tmp_path / "optimization_results.yaml").read_text()
+    assert "best_value" in best and "best_params" in best

@@ -65,9 +65,12 @@ def test_wandb_offline_without_credentials_writes_a_run(tmp_path, photo_dir, mon
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    run_train(tmp_path, photo_dir, "logger=wandb", "trainer.max_steps=2", "trainer.val_check_interval=2")
+    # With an attack, validation also logs the source/adversarial/reconstruction image panel.
+    run_train(tmp_path, photo_dir, "logger=wandb", "trainer.max_steps=2", "trainer.val_check_interval=2",
+              "attack=pgd", "attack.steps=1")
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs, "expected an offline W&B run directory"
+    assert list(runs[0].rglob("*.png")) or list(runs[0].rglob("*.wandb")), "expected logged media or run data"
     import wandb
 
     wandb.finish()
@@ -78,16 +81,19 @@ def test_tensorboard_logger(tmp_path, photo_dir):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_two_process_cpu_ddp_trains(tmp_path, photo_dir):
+def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
+    """2 gloo processes, each attacking its own shard in the inner loop; only rank 0 writes."""
     run_dir = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
         [sys.executable, "train.py", "trainer=ddp_cpu", *FAST, "trainer.accelerator=cpu",
-         f"data.root={photo_dir}", f"hydra.run.dir={run_dir}"],
+         f"data.root={photo_dir}", f"hydra.run.dir={run_dir}", "attack=pgd", "attack.steps=1"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list(run_dir.glob("csv/metrics.csv"))) == 1 and not list(tmp_path.glob("outputs"))
+    assert "val/adv/delta_psnr" in (run_dir / "csv" / "metrics.csv").read_text()
     assert "world_size=2" in (out.stdout + out.stderr) or "distributed_backend=gloo" in (out.stdout + out.stderr)
     codec = load_codec_checkpoint("bmshj2018-hyperprior", run_dir / "checkpoints" / "last.ckpt")
     assert codec(torch.rand(1, 3, 64, 64))["x_hat"].shape == (1, 3, 64, 64)

@@ -73,7 +73,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     save_settings(settings, run_dir)
     codec = load_eval_codec(settings, device)
     defense = build_defense(settings.get("defense"), codec).to(device)
-    attack = build_attack_from_settings(settings.get("attack"))
+    # A bar over attack steps (inside the bar over images) unless the run says otherwise.
+    attack = build_attack_from_settings({**settings["attack"], "progress": settings.get("progress", True)})
     files = split_files(settings["data"])["test"]
     limit = settings.get("max_images")
     files = files[:limit] if limit else files
