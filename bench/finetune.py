@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--consistency", type=float, default=0.0, help="also run cheap + train.consistency_weight")
+    parser.add_argument("--recipes", default="plain,paper,cheap", help="which recipes to run")
     parser.add_argument("--max-images", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -108,6 +110,10 @@ def main() -> None:
         "paper": ["attack=chen2023", f"attack.steps={args.paper_inner}", *shared],
         "cheap": ["attack=pgd", f"attack.steps={args.cheap_inner}", "attack.random_start=true", *shared],
     }
+    if args.consistency:
+        # Beyond the paper: the cheap recipe plus a term pulling attacked reconstructions to clean ones.
+        recipes["cheap+cons"] = [*recipes["cheap"], f"train.consistency_weight={args.consistency}"]
+    recipes = {k: v for k, v in recipes.items() if k in args.recipes.split(",") or k == "plain" or k == "cheap+cons"}
     before = robustness(args, Path(args.checkpoint), "before")
     print(f"before: {before}")
     rows = {"before": before}

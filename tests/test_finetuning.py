@@ -104,3 +104,20 @@ def test_optuna_search_runs_trials_and_reports_the_objective(tmp_path, photo_dir
     assert out.returncode == 0, out.stderr[-3000:]
     best = (tmp_path / "optimization_results.yaml").read_text()
     assert "best_value" in best and "best_params" in best
+
+
+def test_consistency_term_uses_clean_twins_in_the_same_pass(small_codec):
+    module, _ = module_for(small_codec, "train.consistency_weight=1.0", "train.adv_ratio=0.5")
+    x = torch.rand(4, 3, 64, 64)
+    inputs, targets, count = module.adversarial_batch(x)
+    small_codec.train()  # as in training: noise quantization
+    losses = module.rd_and_consistency(x, inputs, targets, count)
+    assert losses["consistency_loss"] > 0
+    plain, _ = module_for(small_codec, "train.adv_ratio=0.5")
+    torch.manual_seed(0)
+    without = plain.rd_and_consistency(x, inputs, targets, count)
+    assert "consistency_loss" not in without
+    losses["loss"].backward()
+    assert any(p.grad is not None for p in small_codec.parameters())
+    small_codec.zero_grad(set_to_none=True)
+    small_codec.eval()

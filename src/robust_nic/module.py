@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from compressai.models import CompressionModel
 
-from robust_nic.codecs import resize_entropy_buffers
+from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
 from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics
 from robust_nic.losses import RateDistortionLoss
@@ -53,6 +53,8 @@ class CodecModule(L.LightningModule):
         # Validation measures robustness at the full budget, possibly with a stronger attack.
         self.val_attack = val_attack or attack
         self.max_batches = int(self.cfg["trainer"]["max_steps"])
+        # The consistency term is an MSE: weigh it like the mse loss of this quality would.
+        self.consistency_lmbda = lambda_for("mse", min(int(self.cfg["model"]["quality"]), 8))
 
     # Lightning counts a step per optimizer; users (and schedules) count batches.
     @property
@@ -95,10 +97,27 @@ class CodecModule(L.LightningModule):
         targets = inputs if target_kind == "adversarial" else x
         return inputs, targets, count
 
+    def rd_and_consistency(self, batch, inputs, targets, adv_count: int) -> dict[str, torch.Tensor]:
+        """Rate-distortion loss of the (partly adversarial) batch, plus, with train.consistency_weight,
+        a term pulling each attacked reconstruction towards its clean one (what delta_psnr measures).
+
+        The clean twins ride in the same forward pass (one pass, and DDP sees one graph)."""
+        weight = float(self.train_cfg.get("consistency_weight") or 0.0)
+        twins = batch[:adv_count] if weight > 0 else batch[:0]
+        out = self.codec(torch.cat([inputs, twins]))
+        size = inputs.shape[0]
+        main = {"x_hat": out["x_hat"][:size], "likelihoods": {k: v[:size] for k, v in out["likelihoods"].items()}}
+        losses = self.loss(main, targets)
+        if twins.shape[0]:
+            consistency = ((out["x_hat"][:adv_count] - out["x_hat"][size:].detach()) ** 2).mean()
+            losses["consistency_loss"] = consistency
+            losses["loss"] = losses["loss"] + weight * self.consistency_lmbda * 255**2 * consistency
+        return losses
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer, aux_optimizer = self.optimizers()
         inputs, targets, adv_count = self.adversarial_batch(batch)
-        losses = self.loss(self.codec(inputs), targets)
+        losses = self.rd_and_consistency(batch, inputs, targets, adv_count)
         aux_loss = self.codec.aux_loss()
         optimizer.zero_grad()
         aux_optimizer.zero_grad()
