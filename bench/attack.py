@@ -14,20 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # conftest.compose_config: the real Hydra configs
-
-from conftest import compose_config  # noqa: E402
 
 from robust_nic.attacks import Surrogate, build_attack  # noqa: E402
 from robust_nic.codecs import load_codec_checkpoint  # noqa: E402
 from robust_nic.coding import code  # noqa: E402
+from robust_nic.config import compose_config  # noqa: E402
 from robust_nic.data import SAMPLE_HELDOUT, sample_photos  # noqa: E402
 from robust_nic.evaluation.runner import attack_and_measure  # noqa: E402
 from robust_nic.images import read_image  # noqa: E402

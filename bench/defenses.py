@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFENSES = ("none", "self_ensemble", "resize", "bitdepth")
@@ -71,8 +70,9 @@ def base_overrides(args: argparse.Namespace, checkpoint: str, attack: bool = Tru
 
 
 def config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=overrides)
+    from robust_nic.config import compose_config
+
+    return compose_config("evaluate", overrides)
 
 
 def timed(label: str, timings: dict, job):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -25,10 +24,8 @@ import lightning as L
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import compose_config  # noqa: E402
-
+from robust_nic.config import compose_config  # noqa: E402
 from robust_nic.evaluation.runner import evaluate  # noqa: E402
 from robust_nic.training import train  # noqa: E402
 

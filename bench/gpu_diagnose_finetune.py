@@ -9,11 +9,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import compose_config  # noqa: E402
-
 from robust_nic.codecs import load_codec_checkpoint  # noqa: E402
 from robust_nic.coding import code, forward_padded  # noqa: E402
+from robust_nic.config import compose_config  # noqa: E402
 from robust_nic.data import SAMPLE_HELDOUT, sample_photos  # noqa: E402
 from robust_nic.evaluation.runner import evaluate  # noqa: E402
 from robust_nic.images import read_image  # noqa: E402

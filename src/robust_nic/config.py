@@ -12,6 +12,16 @@ from robust_nic.codecs import CodecError, build_codec, check_arch, check_metric,
 
 log = logging.getLogger(__name__)
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the checkout's Hydra configs (editable install)
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """The config train.py / evaluate.py would see, for scripts and tests that call the jobs directly."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
 class ConfigError(ValueError):
     """Settings that contradict each other; the message says which to change."""
 
