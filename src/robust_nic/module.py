@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -88,8 +89,12 @@ class CodecModule(L.LightningModule):
         count = round(float(self.train_cfg.get("adv_ratio", 1.0)) * x.shape[0])
         if self.attack is None or count == 0:
             return x, x, 0
-        # The attack ramps eps up over attack.warmup_steps batches (the paper's schedule).
-        x_adv = self.attack.at_step(self.batch_step)(self.codec, x[:count]).detach()
+        # The attack ramps eps up over attack.warmup_steps batches (the paper's schedule); random starts
+        # differ per step and per DDP rank yet stay reproducible from attack.seed.
+        attack = self.attack.at_step(self.batch_step)
+        if attack.seed is not None:
+            attack = dataclasses.replace(attack, seed=attack.seed + self.batch_step + 100_003 * self.global_rank)
+        x_adv = attack(self.codec, x[:count]).detach()
         inputs = torch.cat([x_adv, x[count:]])
         target_kind = self.train_cfg.get("adv_target", "adversarial")
         if target_kind not in ("adversarial", "source"):
