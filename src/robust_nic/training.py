@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
 from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
@@ -31,6 +31,15 @@ def build_attack_from_settings(attack_cfg: dict | None):
     return build_attack(attack_cfg)
 
 
+class BatchProgressBar(TQDMProgressBar):
+    """Counts batches: with two optimizers Lightning's max_steps is twice the batches."""
+
+    @property
+    def total_train_batches(self):
+        total = super().total_train_batches
+        return min(total, self.trainer.max_steps // 2) if self.trainer.max_steps > 0 else total
+
+
 def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_callbacks=()) -> L.Trainer:
     trainer_cfg = settings["trainer"]
     checkpoints = run_dir / "checkpoints"
@@ -48,6 +57,8 @@ def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_cal
         OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
         *extra_callbacks,
     ]
+    if trainer_cfg.get("progress_bar", True):
+        callbacks.append(BatchProgressBar(refresh_rate=10))
     return L.Trainer(
         accelerator=trainer_cfg.get("accelerator", "auto"),
         devices=trainer_cfg.get("devices", "auto"),
