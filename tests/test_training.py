@@ -107,3 +107,11 @@ def test_cli_errors_exit_nonzero_with_a_message(tmp_path, override, message):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode != 0 and message in out.stderr
+
+
+def test_ms_ssim_loss_trains_and_validates(tmp_path):
+    cfg = compose_config("train", ["loss=ms_ssim", "model.channels=[16,24]", "data.patch_size=192", "data.batch_size=2",
+                                   "data.epoch_size=4", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                                   "trainer.limit_val_batches=1", "trainer.progress_bar=false", "trainer.accelerator=cpu"])
+    results = train(cfg, tmp_path)
+    assert results["train/ms_ssim_loss"] > 0 and results["val/rd_loss"] > 0 and 0 < results["val/ms_ssim"] < 1

@@ -148,7 +148,7 @@ class CodecModule(L.LightningModule):
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         clean = code(self.codec, batch)
         metrics = {f"val/{k}": v for k, v in clean_metrics(batch, clean).items() if k in ("bpp", "bpp_est", "psnr", "ms_ssim")}
-        metrics["val/rd_loss"] = self._real_rd_loss(batch, clean)
+        metrics["val/rd_loss"] = self._real_rd_loss(batch, clean, metrics["val/ms_ssim"])
         if self.attack is not None:
             with torch.inference_mode(False), torch.enable_grad():
                 x_adv = self.val_attack(self.codec, batch.clone())
@@ -166,12 +166,12 @@ class CodecModule(L.LightningModule):
             if not math.isnan(value.item()):
                 self.log(name, value, batch_size=1, sync_dist=True, prog_bar=name in ("val/psnr", "val/adv/delta_psnr"))
 
-    def _real_rd_loss(self, x: torch.Tensor, coded) -> torch.Tensor:
+    def _real_rd_loss(self, x: torch.Tensor, coded, ms_ssim: torch.Tensor) -> torch.Tensor:
         """The training objective with the bitstream's bpp: what checkpoint selection should minimise."""
         if self.loss.metric == "mse":
             distortion = 255**2 * ((coded.x_hat - x) ** 2).flatten(1).mean(1).cpu().double()
         else:
-            distortion = 1 - clean_metrics(x, coded)["ms_ssim"]
+            distortion = 1 - ms_ssim
         return self.loss.lmbda * distortion + coded.bpp
 
     def _log_images(self, x, x_adv, x_hat, x_hat_adv) -> None:
