@@ -98,7 +98,7 @@ def _usable(paths: list[Path], root, max_pixels: int) -> list[Path]:
 
 
 class ImageFiles(Dataset):
-    """Whole images (for validation and test), decoded on access and kept in memory when small."""
+    """Whole images (for validation and test), decoded once and kept in memory as 8-bit."""
 
     def __init__(self, paths: list[Path], cache: bool = True, max_pixels: int = MAX_PIXELS):
         self.paths = list(paths)
@@ -109,19 +109,16 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def image(self, index: int) -> torch.Tensor:
-        if index in self._images:
-            return self._images[index]
-        image = read_image(self.paths[index], self.max_pixels)
-        if self.cache:
-            # Stored as uint8 (a quarter of the memory); images are 8-bit anyway.
-            self._images[index] = (image * 255).round().to(torch.uint8)
-            return image
-        return image
-
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = self.image(index)
-        return image.float() / 255 if image.dtype == torch.uint8 else image
+        cached = self._images.get(index)
+        if cached is not None:
+            return cached.float() / 255
+        image = read_image(self.paths[index], self.max_pixels)
+        if not self.cache:
+            return image
+        # Kept as uint8 (a quarter of the memory); every access returns the same 8-bit values.
+        self._images[index] = (image * 255).round().to(torch.uint8)
+        return self._images[index].float() / 255
 
 
 class RandomCrops(Dataset):

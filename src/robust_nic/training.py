@@ -103,12 +103,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     results_file = {
         "metrics": results,
         "best_checkpoint": str(callback.best_model_path) if callback else None,
-        "last_checkpoint": str(checkpoints_last(run_dir)),
+        "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
     }
     if trainer.is_global_zero:
         write_json(results_file, run_dir / "train_metrics.json")
     return results
-
-
-def checkpoints_last(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / "last.ckpt"
