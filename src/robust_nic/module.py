@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from compressai.models import CompressionModel
 
+from robust_nic.attacks.surrogate import Surrogate
 from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
 from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics
@@ -104,20 +105,28 @@ class CodecModule(L.LightningModule):
 
     def rd_and_consistency(self, batch, inputs, targets, adv_count: int) -> dict[str, torch.Tensor]:
         """Rate-distortion loss of the (partly adversarial) batch, plus, with train.consistency_weight,
-        a term pulling each attacked reconstruction towards its clean one (what delta_psnr measures).
-
-        The clean twins ride in the same forward pass (one pass, and DDP sees one graph)."""
+        a term pulling each attacked reconstruction towards its clean one (what delta_psnr measures)."""
+        losses = self.loss(self.codec(inputs), targets)
         weight = float(self.train_cfg.get("consistency_weight") or 0.0)
-        twins = batch[:adv_count] if weight > 0 else batch[:0]
-        out = self.codec(torch.cat([inputs, twins]))
-        size = inputs.shape[0]
-        main = {"x_hat": out["x_hat"][:size], "likelihoods": {k: v[:size] for k, v in out["likelihoods"].items()}}
-        losses = self.loss(main, targets)
-        if twins.shape[0]:
-            consistency = ((out["x_hat"][:adv_count] - out["x_hat"][size:].detach()) ** 2).mean()
+        if weight > 0 and adv_count:
+            consistency = self.consistency(batch[:adv_count], inputs[:adv_count])
             losses["consistency_loss"] = consistency
             losses["loss"] = losses["loss"] + weight * self.consistency_lmbda * 255**2 * consistency
         return losses
+
+    def consistency(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """MSE between the attacked and the clean reconstruction as the real decoder makes them.
+
+        Through the attack engine's surrogate with straight-through rounding (train.consistency_proxy):
+        the forward values are the real codec's, unlike the training proxy's noise, whose independent
+        draws for the two inputs would reward noise-insensitive (costlier) latents instead of robustness.
+        """
+        surrogate = Surrogate(self.codec, self.train_cfg.get("consistency_proxy") or "ste")
+        with surrogate.active():
+            with torch.no_grad():
+                clean = surrogate(x)["x_hat"]
+            attacked = surrogate(x_adv)["x_hat"]
+        return ((attacked - clean) ** 2).mean()
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer, aux_optimizer = self.optimizers()

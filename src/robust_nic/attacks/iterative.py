@@ -11,8 +11,12 @@ ITERATIVE = ("pgd", "ifgsm", "mifgsm")
 
 
 def default_alpha(norm: str, eps: float | torch.Tensor, steps: int) -> float | torch.Tensor:
-    """A step that can cross the L-inf ball 2.5 times over the run; a quarter radius for rms."""
-    return 2.5 * eps / max(steps, 1) if norm == "linf" else eps / 4
+    """Steps that can cross the budget 2.5 times over the run; for rms at least a quarter radius.
+
+    Few-step attacks (finetuning's cheap inner loop) thus take budget-sized steps, as in FGSM with
+    random start (Wong et al. 2020), instead of barely leaving their random start."""
+    reach = 2.5 / max(steps, 1)
+    return eps * (reach if norm == "linf" else max(0.25, reach))
 
 
 def iterative(
