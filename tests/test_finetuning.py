@@ -124,3 +124,23 @@ def test_consistency_term_compares_real_reconstructions(small_codec):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in small_codec.g_a.parameters())
     small_codec.zero_grad(set_to_none=True)
     small_codec.eval()
+
+
+@pytest.mark.parametrize("experiment, name, proxy, steps, consistency", [
+    ("finetune_tiny", "chen2023", "skip", 10, 0.0),  # the paper's recipe, scaled down
+    ("finetune_cheap", "pgd", "skip", 2, 1.0),  # few budget-sized PGD steps + consistency
+])
+def test_finetuning_recipes_compose_to_their_attacks(experiment, name, proxy, steps, consistency):
+    settings = resolve(compose_config("train", [f"experiment={experiment}", "model.checkpoint=x.ckpt"]))
+    attack = build_attack(settings["attack"])
+    assert (attack.name, attack.proxy, attack.steps, attack.eps) == (name, proxy, steps, 0.01)
+    assert settings["train"]["consistency_weight"] == consistency
+    assert settings["train"]["consistency_proxy"] == "ste"
+
+
+def test_few_step_pgd_takes_budget_sized_steps():
+    from robust_nic.attacks.iterative import default_alpha
+
+    assert default_alpha("rms", 0.01, 2) == pytest.approx(0.0125)  # FGSM-with-random-start sized
+    assert default_alpha("rms", 0.01, 100) == pytest.approx(0.0025)  # long runs: a quarter radius
+    assert default_alpha("linf", 0.01, 10) == pytest.approx(0.0025)

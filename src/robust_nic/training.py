@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
+from robust_nic.attacks import build_attack
 from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule
 from robust_nic.module import CodecModule
@@ -21,14 +22,6 @@ log = logging.getLogger(__name__)
 # the same hydra.run.dir continues an interrupted run) and warns when it does not: expected, not news.
 warnings.filterwarnings("ignore", message=r".*was called without a model.*")
 warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
-
-
-def build_attack_from_settings(attack_cfg: dict | None):
-    if not attack_cfg or attack_cfg.get("name") in (None, "none"):
-        return None
-    from robust_nic.attacks import build_attack
-
-    return build_attack(attack_cfg)
 
 
 class BatchProgressBar(TQDMProgressBar):
@@ -85,9 +78,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     """Fit a codec as configured; returns the final logged metrics. Writes everything under run_dir."""
     settings = resolve(cfg)
     L.seed_everything(int(settings.get("seed", 0)), workers=True, verbose=False)
-    attack = build_attack_from_settings(settings.get("attack"))
+    attack = build_attack(settings.get("attack"))
     val_overrides = {k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None}
-    val_attack = build_attack_from_settings({**settings["attack"], **val_overrides}) if attack and val_overrides else None
+    val_attack = build_attack({**settings["attack"], **val_overrides}) if attack and val_overrides else None
     codec = codec_from_settings(settings["model"])
     module = CodecModule(codec, settings, attack=attack, val_attack=val_attack)
     datamodule = ImageDataModule(settings["data"])

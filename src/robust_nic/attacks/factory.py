@@ -35,8 +35,10 @@ def _eps(value) -> float | torch.Tensor:
     return torch.tensor(value, dtype=torch.float32) if isinstance(value, (list, tuple)) else float(value)
 
 
-def build_attack(cfg: Mapping) -> Attack | None:
-    """An Attack from the `attack` config dict; None for `name: none` (no attack)."""
+def build_attack(cfg: Mapping | None) -> Attack | None:
+    """An Attack from the `attack` config dict; None for no config or `name: none` (no attack)."""
+    if not cfg:
+        return None
     cfg = _plain(cfg)
     name = cfg.get("name", "none")
     if name in (None, "none"):

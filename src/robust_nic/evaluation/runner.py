@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from robust_nic.attacks import build_attack
 from robust_nic.codecs import CodecError, export_codec
 from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import split_files
@@ -65,8 +66,6 @@ def attack_sources(settings: dict, codec, defense) -> dict[str, torch.nn.Module]
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     """Evaluate a codec (with an optional defense and attack) on the test images; returns metrics.json."""
-    from robust_nic.training import build_attack_from_settings
-
     settings = resolve(cfg)
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
@@ -74,7 +73,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     codec = load_eval_codec(settings, device)
     defense = build_defense(settings.get("defense"), codec).to(device)
     # A bar over attack steps (inside the bar over images) unless the run says otherwise.
-    attack = build_attack_from_settings({**settings["attack"], "progress": settings.get("progress", True)})
+    attack = build_attack({**settings["attack"], "progress": settings.get("progress", True)})
     files = split_files(settings["data"])["test"]
     limit = settings.get("max_images")
     files = files[:limit] if limit else files

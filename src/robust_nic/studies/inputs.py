@@ -11,6 +11,7 @@ import torch
 from compressai.models import CompressionModel
 from omegaconf import DictConfig
 
+from robust_nic.attacks import build_attack
 from robust_nic.config import ConfigError, resolve, save_settings
 from robust_nic.data import split_files
 from robust_nic.evaluation.runner import eps_values, load_eval_codec, pick_device
@@ -92,9 +93,7 @@ def single_eps(settings: dict, study: str) -> float:
 
 def required_attack(settings: dict, study: str):
     """The attack of the `attack` group; studies that compare attacks refuse attack=none."""
-    from robust_nic.training import build_attack_from_settings
-
-    attack = build_attack_from_settings(settings.get("attack"))
+    attack = build_attack(settings.get("attack"))
     if attack is None:
         raise ConfigError(
             f"study={study} needs an attack: add e.g. attack=pgd attack.steps=100 (or attack=chen2023)"
