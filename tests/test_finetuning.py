@@ -113,13 +113,15 @@ def test_consistency_term_compares_real_reconstructions(small_codec):
     small_codec.train()  # as in training: the RD term uses noise quantization
     # Straight-through rounding is deterministic: an unattacked image costs exactly nothing (noise
     # quantization would charge its own random draws here).
-    assert module.consistency(x[:count], x[:count]) == 0
+    real, clean = module.real_reconstructions(x[:count], x[:count])
+    assert torch.equal(real, clean)
     losses = module.rd_and_consistency(x, inputs, targets, count)
     assert losses["consistency_loss"] > 0
     assert small_codec.training  # the surrogate's eval mode does not leak out
     plain, _ = module_for(small_codec, "train.adv_ratio=0.5")
     without = plain.rd_and_consistency(x, inputs, targets, count)
     assert "consistency_loss" not in without
+    assert losses["mse_loss"] == ((module.real_reconstructions(inputs, x[:0])[0] - targets) ** 2).mean()
     losses["consistency_loss"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in small_codec.g_a.parameters())
     small_codec.zero_grad(set_to_none=True)

@@ -106,27 +106,28 @@ class CodecModule(L.LightningModule):
     def rd_and_consistency(self, batch, inputs, targets, adv_count: int) -> dict[str, torch.Tensor]:
         """Rate-distortion loss of the (partly adversarial) batch, plus, with train.consistency_weight,
         a term pulling each attacked reconstruction towards its clean one (what delta_psnr measures)."""
-        losses = self.loss(self.codec(inputs), targets)
+        out = self.codec(inputs)  # the training proxy (noise): rates, and distortion without consistency
         weight = float(self.train_cfg.get("consistency_weight") or 0.0)
-        if weight > 0 and adv_count:
-            consistency = self.consistency(batch[:adv_count], inputs[:adv_count])
-            losses["consistency_loss"] = consistency
-            losses["loss"] = losses["loss"] + weight * self.consistency_lmbda * 255**2 * consistency
+        if weight <= 0 or not adv_count:
+            return self.loss(out, targets)
+        # Both terms on the real decoder's values (straight-through rounding). With the distortion left
+        # on the noise path, training kept that path good while the rounding path, seen only by the
+        # consistency term, collapsed (measured: 20.6 dB noise path vs 14.9 dB rounded).
+        real, clean = self.real_reconstructions(inputs, batch[:adv_count])
+        losses = self.loss({"x_hat": real, "likelihoods": out["likelihoods"]}, targets)
+        consistency = ((real[:adv_count] - clean) ** 2).mean()
+        losses["consistency_loss"] = consistency
+        losses["loss"] = losses["loss"] + weight * self.consistency_lmbda * 255**2 * consistency
         return losses
 
-    def consistency(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        """MSE between the attacked and the clean reconstruction as the real decoder makes them.
-
-        Through the attack engine's surrogate with straight-through rounding (train.consistency_proxy):
-        the forward values are the real codec's, unlike the training proxy's noise, whose independent
-        draws for the two inputs would reward noise-insensitive (costlier) latents instead of robustness.
-        """
+    def real_reconstructions(self, inputs: torch.Tensor, clean_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstructions as the real decoder makes them (differentiable for `inputs`, constant for
+        `clean_inputs`), through the attack engine's surrogate (train.consistency_proxy, default ste)."""
         surrogate = Surrogate(self.codec, self.train_cfg.get("consistency_proxy") or "ste")
         with surrogate.active():
             with torch.no_grad():
-                clean = surrogate(x)["x_hat"]
-            attacked = surrogate(x_adv)["x_hat"]
-        return ((attacked - clean) ** 2).mean()
+                clean = surrogate(clean_inputs)["x_hat"]
+            return surrogate(inputs)["x_hat"], clean
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer, aux_optimizer = self.optimizers()
