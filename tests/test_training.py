@@ -82,12 +82,14 @@ def test_tensorboard_logger(tmp_path, photo_dir):
 
 
 def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
-    """2 gloo processes, each attacking its own shard in the inner loop; only rank 0 writes."""
+    """2 gloo processes, each attacking its own shard in the inner loop (with the consistency term);
+    only rank 0 writes."""
     run_dir = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
         [sys.executable, "train.py", "trainer=ddp_cpu", *FAST, "trainer.accelerator=cpu",
-         f"data.root={photo_dir}", f"hydra.run.dir={run_dir}", "attack=pgd", "attack.steps=1"],
+         f"data.root={photo_dir}", f"hydra.run.dir={run_dir}", "attack=pgd", "attack.steps=1",
+         "train.consistency_weight=1.0"],  # the consistency path runs a second (rounded) forward
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
