@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--consistency", default="0,1",
                         help="train.consistency_weight of the cheap recipe; a list runs one cheap row per value")
     parser.add_argument("--recipes", default="plain,paper,cheap", help="which recipes to run")
+    parser.add_argument("--extra", nargs="*", default=[], help="Hydra overrides added to every adversarial recipe")
     parser.add_argument("--max-images", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -107,14 +108,14 @@ def main() -> None:
               f"attack.warmup_steps={max(1, args.steps // 6)}"]
     recipes = {
         "plain": ["attack=none", "attack.eps=null", *shared[:3]],
-        "paper": ["experiment=finetune_tiny", f"attack.steps={args.paper_inner}", *shared],
+        "paper": ["experiment=finetune_tiny", f"attack.steps={args.paper_inner}", *shared, *args.extra],
     }
     for weight in args.consistency.split(","):
         # Cheap: a few PGD steps (random start, budget-sized steps, the paper's skip proxy); with a
         # consistency weight, attacked reconstructions are also pulled to the clean ones (beyond the paper).
         name = "cheap" if float(weight) == 0 else f"cheap+c{weight}"
         recipes[name] = ["experiment=finetune_cheap", f"attack.steps={args.cheap_inner}",
-                         f"train.consistency_weight={weight}", *shared]
+                         f"train.consistency_weight={weight}", *shared, *args.extra]
     wanted = args.recipes.split(",")
     recipes = {k: v for k, v in recipes.items() if k.split("+")[0] in wanted}
     before = robustness(args, Path(args.checkpoint), "before")
