@@ -2,9 +2,10 @@
 
     python bench/finetune.py --checkpoint outputs/default/checkpoints/last.ckpt [--steps 300] [--device cpu]
 
-Starting from the default codec, finetunes it (1) with the paper's recipe scaled down (chen2023 inner
-attack, --paper-inner steps per batch) and (2) with a cheap recipe (PGD, --cheap-inner steps, random
-start), through the real train.py job. For the codec before and after each, on the held-out sample
+Starting from the default codec, finetunes it (1) with the paper's recipe scaled down
+(experiment=finetune_tiny: chen2023 inner attack, --paper-inner steps per batch) and (2) with the cheap
+recipe (experiment=finetune_cheap: PGD, --cheap-inner steps, random start; one row per --consistency
+weight), through the real train.py job. For the codec before and after each, on the held-out sample
 photos: delta_psnr under chen2023 at eps 0.01 (--eval-steps), the random-noise baseline's delta_psnr,
 clean PSNR and bpp (real bitstream); and seconds per training step / seconds of a plain RD step.
 Targets (issue 4): finetuning closes >= half of the gap between attacked and noise delta_psnr while
