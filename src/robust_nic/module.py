@@ -122,8 +122,9 @@ class CodecModule(L.LightningModule):
 
     def real_reconstructions(self, inputs: torch.Tensor, clean_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstructions as the real decoder makes them (differentiable for `inputs`, constant for
-        `clean_inputs`), through the attack engine's surrogate (train.consistency_proxy, default ste)."""
-        surrogate = Surrogate(self.codec, self.train_cfg.get("consistency_proxy") or "ste")
+        `clean_inputs`): the attack engine's surrogate with straight-through rounding. Not a knob: noise
+        draws differ between the two inputs, and skip would leave the rounded path untrained."""
+        surrogate = Surrogate(self.codec, "ste")
         with surrogate.active():
             with torch.no_grad():
                 clean = surrogate(clean_inputs)["x_hat"]
