@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--quality", type=int, default=None,
+                        help="model.quality of the checkpoint (its lambda for finetuning); default: the model config's")
     parser.add_argument("--consistency", default="0,1",
                         help="train.consistency_weight of the cheap recipe; a list runs one cheap row per value")
     parser.add_argument("--recipes", default="plain,paper,cheap", help="which recipes to run")
@@ -107,8 +109,10 @@ def main() -> None:
     # The recipes users run (conf/experiment/), with the bench's length, lr and eps warm-up.
     shared = [f"optim.lr={args.lr}", "optim.scheduler=none", "optim.entropy_lr_mult=1.0", "attack.eps=0.01",
               f"attack.warmup_steps={max(1, args.steps // 6)}"]
+    if args.quality is not None:
+        shared.insert(0, f"model.quality={args.quality}")
     recipes = {
-        "plain": ["attack=none", "attack.eps=null", *shared[:3]],
+        "plain": ["attack=none", "attack.eps=null", *shared[:-2]],
         "paper": ["experiment=finetune_tiny", f"attack.steps={args.paper_inner}", *shared, *args.extra],
     }
     for weight in args.consistency.split(","):

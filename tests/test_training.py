@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import csv
 import os
 import subprocess
@@ -58,6 +60,15 @@ def test_resume_continues_step_count_and_checkpoint_keeps_bpp(tmp_path, photo_di
     codec = load_codec_checkpoint("bmshj2018-hyperprior", resumed / "checkpoints" / "last.ckpt")
     again = load_codec_checkpoint("bmshj2018-hyperprior", resumed / "checkpoints" / "last.ckpt")
     assert torch.equal(code(codec, x).bpp, code(again, x).bpp)
+
+    # Finetuning it at another quality than it was trained at (another lambda) is said out loud.
+    saved_quality = torch.load(last, map_location="cpu", weights_only=True)["hyper_parameters"]["cfg"]["model"]["quality"]
+    other = 1 if saved_quality != 1 else 2
+    with pytest.warns(UserWarning, match=f"model.quality={saved_quality}"):
+        load_codec_checkpoint("bmshj2018-hyperprior", last, expected={"quality": other, "metric": "mse"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_codec_checkpoint("bmshj2018-hyperprior", last, expected={"quality": saved_quality, "metric": "mse"})
 
 
 def test_wandb_offline_without_credentials_writes_a_run(tmp_path, photo_dir, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import warnings
 from pathlib import Path
 
 import torch
@@ -77,7 +78,7 @@ def build_codec(
     check_metric(metric)
     check_quality(arch, quality)
     if checkpoint:
-        return load_codec_checkpoint(arch, checkpoint)
+        return load_codec_checkpoint(arch, checkpoint, expected={"quality": quality, "metric": metric})
     if pretrained:
         return load_pretrained_codec(arch, quality, metric)
     cls = codec_class(arch)
@@ -124,7 +125,8 @@ def extract_codec_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     return checkpoint
 
 
-def load_codec_checkpoint(arch: str, path: str | os.PathLike) -> CompressionModel:
+def load_codec_checkpoint(arch: str, path: str | os.PathLike, expected: dict | None = None) -> CompressionModel:
+    """The codec in `path`; warns when the run's model settings (`expected`) differ from those saved in it."""
     path = Path(path)
     if not path.is_file():
         raise CodecError(f"checkpoint {path} does not exist; pass an existing file as model.checkpoint=PATH")
@@ -137,8 +139,23 @@ def load_codec_checkpoint(arch: str, path: str | os.PathLike) -> CompressionMode
         ) from err
     if not isinstance(checkpoint, dict):
         raise CodecError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict")
+    warn_on_settings_mismatch(checkpoint, expected or {}, path)
     state_dict = load_pretrained(extract_codec_state_dict(checkpoint))  # also strips DataParallel's module.
     return codec_from_state_dict(arch, state_dict, source=str(path))
+
+
+def warn_on_settings_mismatch(checkpoint: dict, expected: dict, path: Path) -> None:
+    """A checkpoint of this project remembers its model settings; finetuning it at another quality
+    silently changes the loss lambda (and every label), which is legitimate but rarely intended."""
+    saved = ((checkpoint.get("hyper_parameters") or {}).get("cfg") or {}).get("model") or {}
+    for key, value in expected.items():
+        if key in saved and saved[key] is not None and value is not None and saved[key] != value:
+            warnings.warn(
+                f"{path} was trained with model.{key}={saved[key]} but this run uses model.{key}={value} "
+                f"(its lambda and labels follow {value}); pass model.{key}={saved[key]} to keep the "
+                f"checkpoint's rate-distortion trade-off.",
+                stacklevel=3,
+            )
 
 
 def codec_from_state_dict(arch: str, state_dict: dict, source: str) -> CompressionModel:
