@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import csv
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
