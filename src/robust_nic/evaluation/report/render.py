@@ -67,3 +67,4 @@ def to_html(blocks: list[tuple], title: str = "Robustness report") -> str:
             src, caption = html.escape(block[1]), _inline(block[2])
             parts.append(f"<figure><img src='{src}' alt=''><figcaption>{caption}</figcaption></figure>")
     parts.append("</body></html>\n")
+    return "\n".join(parts)
