@@ -3,7 +3,7 @@
     python bench/damage_sources.py --checkpoint outputs/default/checkpoints/last.ckpt [--eps 0.003,0.01,0.03]
 
 For each held-out photo (a --crop x --crop corner, CPU-sized) and each budget, crafts chen2023 (--steps,
-the paper's skip proxy) and prints:
+the paper's skip proxy), draws the random-noise baseline at the same budget, and prints for each:
 - real delta_psnr: PSNR(x, x_adv) - PSNR(x_hat, x_hat_adv) through the codec's own rounding (what
   evaluate.py reports, here without the 8-bit and bitstream steps);
 - smooth delta_psnr: the same through g_s(g_a(.)) without quantization, i.e. the damage the transforms
@@ -62,17 +62,17 @@ def main() -> None:
     codec = load_codec_checkpoint(args.arch, args.checkpoint).eval()
     photos = split_files({"name": "samples"})["test"][: args.max_images]
     print(f"{args.checkpoint}: chen2023 x{args.steps} (skip proxy), {args.crop}x{args.crop} crops, {args.threads} thread(s)")
-    print(f"{'photo':>12} {'eps':>6} {'PSNR_in':>8} {'real dPSNR':>10} {'smooth dPSNR':>12} {'flips %':>8} {'mean |dy|':>9}")
+    print(f"{'photo':>12} {'attack':>9} {'eps':>6} {'PSNR_in':>8} {'real dPSNR':>10} {'smooth dPSNR':>12} {'flips %':>8} {'mean |dy|':>9}")
     for path in photos:
         x = read_image(path)[None][..., : args.crop, : args.crop]
         x_hat, x_smooth = clean_reconstruction(codec, x), smooth_reconstruction(codec, x)
-        for eps in map(float, args.eps.split(",")):
-            x_adv = build_attack({"name": "chen2023", "eps": eps, "steps": args.steps})(codec, x)
+        for eps, name in [(float(e), n) for e in args.eps.split(",") for n in ("chen2023", "noise")]:
+            x_adv = build_attack({"name": name, "eps": eps, "steps": args.steps})(codec, x)
             psnr_in = psnr(x, x_adv)
             real = psnr_in - psnr(x_hat, clean_reconstruction(codec, x_adv))
             smooth = psnr_in - psnr(x_smooth, smooth_reconstruction(codec, x_adv))
             flips, shift = latent_flips(codec, x, x_adv) if args.arch in ROUNDS_LATENTS_DIRECTLY else (float("nan"),) * 2
-            print(f"{path.name:>12} {eps:6.3f} {psnr_in:8.2f} {real:10.2f} {smooth:12.2f} {100 * flips:8.2f} {shift:9.3f}")
+            print(f"{path.name:>12} {name:>9} {eps:6.3f} {psnr_in:8.2f} {real:10.2f} {smooth:12.2f} {100 * flips:8.2f} {shift:9.3f}")
 
 
 if __name__ == "__main__":
