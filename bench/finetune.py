@@ -1,6 +1,7 @@
 """Benchmark adversarial finetuning recipes side by side in one run (a benchmark, not a test).
 
     python bench/finetune.py --checkpoint outputs/default/checkpoints/last.ckpt [--steps 300] [--device cpu]
+    python bench/finetune.py --model cheng2020 --quality 6 --data kodak --steps 2000   # GPU, pretrained weights
 
 Starting from the default codec, finetunes it (1) with the paper's recipe scaled down
 (experiment=finetune_tiny: chen2023 inner attack, --paper-inner steps per batch) and (2) with the cheap
@@ -53,14 +54,22 @@ class StepTimer(L.Callback):
         return statistics.median(self.seconds[2:] or self.seconds)  # skip warm-up batches
 
 
+def codec_overrides(args, checkpoint: str | Path | None) -> list[str]:
+    """The codec (model config, quality, weights) and the images, shared by training and evaluation."""
+    overrides = [f"model={args.model}", f"data={args.data}"]
+    overrides += [f"model.quality={args.quality}"] if args.quality is not None else []
+    return overrides + ([f"model.checkpoint={checkpoint}"] if checkpoint else [])
+
+
 def finetune(args, name: str, overrides: list[str]) -> tuple[Path, float, float]:
     run_dir = Path(args.work) / name
     timer = StepTimer()
+    batch = [f"data.batch_size={args.batch_size}"] if args.batch_size else []
+    batch += [f"data.patch_size={args.patch_size}"] if args.patch_size else []
     cfg = compose_config("train", [
-        f"model.checkpoint={args.checkpoint}", f"trainer.max_steps={args.steps}",
+        *codec_overrides(args, args.checkpoint), f"trainer.max_steps={args.steps}",
         f"trainer.val_check_interval={args.steps}", "trainer.progress_bar=false", "logger=csv",
-        f"trainer.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}",
-        f"data.batch_size={args.batch_size}", f"data.patch_size={args.patch_size}",
+        f"trainer.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}", *batch,
         "train.val_attack.steps=20", "trainer.limit_val_batches=1", *overrides,
     ])
     start = time.perf_counter()
@@ -68,8 +77,8 @@ def finetune(args, name: str, overrides: list[str]) -> tuple[Path, float, float]
     return run_dir / "checkpoints" / "last.ckpt", timer.median(), time.perf_counter() - start
 
 
-def robustness(args, checkpoint: Path, name: str) -> dict:
-    common = [f"model.checkpoint={checkpoint}", f"device={args.device}", "save_images=false", f"max_images={args.max_images}"]
+def robustness(args, checkpoint: Path | None, name: str) -> dict:
+    common = [*codec_overrides(args, checkpoint), f"device={args.device}", "save_images=false", f"max_images={args.max_images}"]
     attacked = evaluate(compose_config("evaluate", [*common, "attack=chen2023", "attack.eps=0.01", f"attack.steps={args.eval_steps}"]),
                         Path(args.work) / f"eval_{name}")
     noise = evaluate(compose_config("evaluate", [*common, "attack=noise", "attack.eps=0.01"]), Path(args.work) / f"noise_{name}")
@@ -83,14 +92,19 @@ def robustness(args, checkpoint: Path, name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", default=None,
+                        help="codec to start from (a checkpoint of this project or a CompressAI state dict); "
+                        "without it, a zoo --model starts from CompressAI's pretrained weights")
+    parser.add_argument("--model", default="tiny", help="model config (conf/model/): tiny, cheng2020, mbt2018, ...")
+    parser.add_argument("--data", default="samples", help="data config: samples (bundled photos), kodak, folder")
     parser.add_argument("--steps", type=int, default=300, help="finetuning batches per recipe")
     parser.add_argument("--paper-inner", type=int, default=30, help="chen2023 inner steps per batch (paper: 300)")
     parser.add_argument("--cheap-inner", type=int, default=2, help="PGD inner steps per batch")
     parser.add_argument("--eval-steps", type=int, default=200, help="chen2023 steps of the evaluation attack (paper: 1001)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--patch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the model config's")
+    parser.add_argument("--patch-size", type=int, default=None, help="default: the model config's")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="default: 1e-4 for model=tiny (small codecs move slowly at 1e-5), else the paper's 1e-5")
     parser.add_argument("--quality", type=int, default=None,
                         help="model.quality of the checkpoint (its lambda for finetuning); default: the model config's")
     parser.add_argument("--consistency", default="0,1",
@@ -103,16 +117,18 @@ def main() -> None:
     parser.add_argument("--work", default="outputs/bench_finetune")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.checkpoint is None and args.model == "tiny":
+        parser.error("model=tiny has no pretrained weights: pass --checkpoint (e.g. outputs/default/checkpoints/last.ckpt)")
+    lr = args.lr if args.lr is not None else (1e-4 if args.model == "tiny" else 1e-5)
     torch.set_num_threads(args.threads)
-    print(f"device={args.device} threads={args.threads} steps={args.steps} batch={args.batch_size}x{args.patch_size}^2")
+    print(f"device={args.device} threads={args.threads} steps={args.steps} model={args.model} quality={args.quality} "
+          f"data={args.data} lr={lr}")
 
     # The recipes users run (conf/experiment/), with the bench's length, lr and eps warm-up.
-    shared = [f"optim.lr={args.lr}", "optim.scheduler=none", "optim.entropy_lr_mult=1.0", "attack.eps=0.01",
-              f"attack.warmup_steps={max(1, args.steps // 6)}"]
-    if args.quality is not None:
-        shared.insert(0, f"model.quality={args.quality}")
+    optim = [f"optim.lr={lr}", "optim.scheduler=none", "optim.entropy_lr_mult=1.0"]
+    shared = [*optim, "attack.eps=0.01", f"attack.warmup_steps={max(1, args.steps // 6)}"]
     recipes = {
-        "plain": ["attack=none", "attack.eps=null", *shared[:-2]],
+        "plain": ["attack=none", "attack.eps=null", *optim],
         "paper": ["experiment=finetune_tiny", f"attack.steps={args.paper_inner}", *shared, *args.extra],
     }
     for weight in args.consistency.split(","):
@@ -123,7 +139,7 @@ def main() -> None:
                          f"train.consistency_weight={weight}", *shared, *args.extra]
     wanted = args.recipes.split(",")
     recipes = {k: v for k, v in recipes.items() if k.split("+")[0] in wanted}
-    before = robustness(args, Path(args.checkpoint), "before")
+    before = robustness(args, args.checkpoint, "before")
     print(f"before: {before}")
     rows = {"before": before}
     for name, overrides in recipes.items():
