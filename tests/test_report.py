@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import compose_config
 
@@ -87,3 +89,47 @@ def test_report_command(runs, tmp_path, capsys):
     assert "report written to" in capsys.readouterr().out
     text = (tmp_path / "out" / "report.md").read_text()
     assert "adv (transferred)" in text and "Study:" not in text
+
+
+def rd_family(root, name, points, ms_ssim=0.95):
+    """Evaluation runs of one codec at several qualities: one (bpp, PSNR) point each."""
+    for quality, (bpp, psnr) in enumerate(points, start=1):
+        metrics = CLEAN | {"test/clean/bpp": bpp, "test/clean/psnr": psnr, "test/clean/ms_ssim": ms_ssim + 0.01 * quality}
+        fake_run(root / name / f"q{quality}", [f"model.quality={quality}"], metrics)
+    return str(root / name)
+
+
+def test_bdrate_of_a_codec_needing_ten_percent_more_bits(tmp_path, capsys):
+    anchor_points = [(0.2, 27.0), (0.4, 30.0), (0.7, 33.0), (1.1, 36.0)]
+    anchor = rd_family(tmp_path, "anchor", anchor_points)
+    test = rd_family(tmp_path, "robust", [(1.1 * bpp, psnr) for bpp, psnr in anchor_points])
+    cli_main(["bdrate", "--anchor", anchor, "--test", test, "--out", str(tmp_path / "bd.json")])
+    printed = capsys.readouterr().out
+    assert "BD-rate (psnr): +10.00 %" in printed
+    result = json.loads((tmp_path / "bd.json").read_text())
+    assert result["psnr"]["bd_rate_pct"] == pytest.approx(10.0, abs=1e-6)
+    assert result["psnr"]["bd_quality_db"] < 0  # fewer dB at the same rate
+    # Same codec against itself: no cost.
+    cli_main(["bdrate", "--anchor", anchor, "--test", anchor])
+    assert "BD-rate (psnr): +0.00 %" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("one point", "at least 2 qualities"),
+    ("no overlap", "do not overlap"),
+    ("other images", "different images"),
+])  # fmt: skip
+def test_bdrate_says_why_it_cannot_compare(tmp_path, capsys, case, expected):
+    anchor = rd_family(tmp_path, "anchor", [(0.2, 27.0), (0.4, 30.0)])
+    if case == "one point":
+        test = rd_family(tmp_path, "robust", [(0.3, 28.0)])
+    elif case == "no overlap":
+        test = rd_family(tmp_path, "robust", [(2.0, 40.0), (3.0, 44.0)])
+    else:
+        test = str(tmp_path / "robust")
+        for quality, (bpp, psnr) in enumerate([(0.2, 27.0), (0.4, 30.0)], start=1):
+            metrics = CLEAN | {"test/clean/bpp": bpp, "test/clean/psnr": psnr}
+            fake_run(tmp_path / "robust" / f"q{quality}", [f"model.quality={quality}", "max_images=1"], metrics)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["bdrate", "--anchor", anchor, "--test", test])
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("robust_nic")
 
@@ -31,7 +32,7 @@ def run_job(job: Callable[[], dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`robust-nic report RUN_DIR...`: gather evaluation runs into one report."""
+    """`robust-nic report RUN_DIR...` (one report page) and `robust-nic bdrate --anchor ... --test ...`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="robust-nic")
@@ -39,7 +40,17 @@ def main(argv: list[str] | None = None) -> None:
     report = sub.add_parser("report", help="gather evaluation run directories into a Markdown/HTML report")
     report.add_argument("runs", nargs="+", help="run directories (or parents of them)")
     report.add_argument("--out", default="report", help="output directory")
+    bdrate = sub.add_parser("bdrate", help="BD-rate / BD-PSNR of test evaluation runs against anchor runs")
+    bdrate.add_argument(
+        "--anchor", nargs="+", required=True, help="evaluation runs of the reference codec, 2+ qualities"
+    )
+    bdrate.add_argument(
+        "--test", nargs="+", required=True, help="evaluation runs of the codec under test, 2+ qualities"
+    )
+    bdrate.add_argument("--out", default=None, help="also write the result as JSON")
     args = parser.parse_args(argv)
+    if args.command == "bdrate":
+        print_bd_rate(args.anchor, args.test, args.out)
     if args.command == "report":
         from robust_nic.evaluation.report import write_report
 
@@ -49,3 +60,26 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         print(f"report written to {path}")
+
+
+def print_bd_rate(anchor: list[str], test: list[str], out: str | None) -> None:
+    from robust_nic.config import write_json
+    from robust_nic.evaluation.bdrate import BDRateError, bd_rate
+
+    try:
+        result = bd_rate(anchor, test)
+    except (BDRateError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for quality in ("psnr", "ms-ssim"):
+        values = result[quality]
+        if "error" in values:
+            print(f"BD-rate ({quality}): n/a, {values['error']}")
+            continue
+        print(
+            f"BD-rate ({quality}): {values['bd_rate_pct']:+.2f} % bits at equal quality; "
+            f"BD-{quality}: {values['bd_quality_db']:+.3f} dB at equal rate"
+        )
+    if out:
+        write_json(result, Path(out))
+        print(f"written to {out}")
