@@ -27,12 +27,13 @@ from robust_nic.codecs import load_codec_checkpoint
 from robust_nic.coding import pad
 from robust_nic.data import split_files
 from robust_nic.images import read_image
+from robust_nic.metrics import psnr_from_mse
 
 ROUNDS_LATENTS_DIRECTLY = ("bmshj2018-factorized", "bmshj2018-hyperprior")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((a - b) ** 2).mean().clamp_min(1e-12)))
+    return float(psnr_from_mse(((a - b) ** 2).mean()))  # float values: no 8-bit rounding in this diagnostic
 
 
 @torch.no_grad()

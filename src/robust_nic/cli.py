@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "bdrate":
         print_bd_rate(args.anchor, args.test, args.out)
-    if args.command == "report":
+    elif args.command == "report":
         from robust_nic.evaluation.report import write_report
 
         try:
