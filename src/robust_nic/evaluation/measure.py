@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from robust_nic.attacks.surrogate import Surrogate
 from robust_nic.coding import Coded
 from robust_nic.metrics import ms_ssim, ms_ssim_db, psnr
 
@@ -49,3 +50,14 @@ def adversarial_metrics(
         "bpp_est": attacked.bpp_est,
         "delta_bpp_pct": 100 * (attacked.bpp - clean.bpp) / clean.bpp,
     }
+
+
+@torch.no_grad()
+def smooth_delta_psnr(codec: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """delta_psnr through the codec's transforms alone, g_s(g_a(.)) without rounding. The difference to
+    delta_psnr is what latents pushed across rounding boundaries add (bench/damage_sources.py: most of
+    it on small codecs, and what adversarial finetuning there does not remove)."""
+    surrogate = Surrogate(codec, "skip")
+    with surrogate.active():
+        smooth, smooth_adv = surrogate(x)["x_hat"], surrogate(x_adv)["x_hat"]
+    return (capped_psnr(x, x_adv) - capped_psnr(smooth, smooth_adv)).cpu()

@@ -16,7 +16,7 @@ from robust_nic.codecs import CodecError, export_codec
 from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import split_files
 from robust_nic.defenses import build_defense
-from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics
+from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, smooth_delta_psnr
 from robust_nic.evaluation.outputs import (
     compressai_results,
     mean_of,
@@ -94,6 +94,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
             row = base | {"eps": eps}
             for kind, source in sources.items():
                 x_adv, attacked, metrics = attack_and_measure(attack.with_eps(eps), source, defense, x, clean, target)
+                if "adaptive" not in sources:  # undefended: split the damage into transforms vs rounding
+                    metrics["delta_psnr_smooth"] = smooth_delta_psnr(codec, x, x_adv)
                 row |= {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
                 if save_images:
                     stem = f"{path.stem}_eps{eps:g}_{kind}"
