@@ -25,6 +25,9 @@ READING_GUIDE = [
     "amplifies the perturbation. Around 0 dB or below: the output moves no more than the input (robust). "
     "10 dB: the output error is 10x the input error in MSE. 20 dB or more: an invisible perturbation "
     "visibly wrecks the reconstruction.",
+    "**delta_psnr smooth**: the same index through the codec's transforms alone, without rounding the "
+    "latents (undefended codecs only). Its gap to delta_psnr is the damage of latents the perturbation pushes "
+    "across rounding boundaries, which dominates on small codecs.",
     "**adv** rows: the attack is crafted on the bare codec. Without a defense this is the direct white-box "
     "attack; with a defense it is transferred (the attacker ignores the defense). **adaptive** rows: the attack "
     "is crafted through the defense (the attacker knows it). Only the adaptive number says how robust a "

@@ -79,7 +79,7 @@ def robustness_rows(run: Run, runs: list[Run]) -> list[dict]:
 
 def robustness_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     columns = ["Codec", "Quality", "Defense", "Attack", "eps", "Row", "PSNR_in", "PSNR_out", "delta_psnr",
-               "PSNR attacked (clean)", "bpp change", "Defense cost: bpp", "Defense cost: PSNR", "Run"]  # fmt: skip
+               "delta_psnr smooth", "PSNR attacked (clean)", "bpp change", "Defense cost: bpp", "Defense cost: PSNR", "Run"]  # fmt: skip
     table = []
     for row in rows:
         run = row["run"]
@@ -91,7 +91,7 @@ def robustness_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         table.append([
             run.codec, str(run.model.get("quality")), run.defense, attack_text(row["attack"]),
             eps_text(row["eps"], row["attack"].get("norm", "rms")), kind, fmt(row.get("psnr_in")),
-            fmt(row.get("psnr_out")), fmt(row.get("delta_psnr")),
+            fmt(row.get("psnr_out")), fmt(row.get("delta_psnr")), fmt(row.get("delta_psnr_smooth")),
             f"{fmt(row.get('psnr'))} ({fmt(run.metrics.get('test/clean/psnr'))})",
             f"{fmt(row.get('delta_bpp_pct'), 1, sign=True)} %",
             fmt(row["cost_bpp"], 3, sign=True) if "cost_bpp" in row else no_cost,
