@@ -3,8 +3,8 @@
 Each side is a set of evaluation runs of one codec family at several qualities (one RD point per run:
 the real bitstream's bpp and PSNR / MS-SSIM on the same images). The Bjontegaard delta rate says how
 many percent more bits the test codecs need for the same quality (positive = robustness costs rate);
-the BD-PSNR says how many dB they lose at the same rate. Computed by the `bjontegaard` package (pchip,
-the interpolation the VCEG/JVET spreadsheets use).
+the BD-PSNR says how many dB they lose at the same rate. Computed by the `bjontegaard` package (PCHIP,
+the interpolation of the JCT-VC/JVET common-test-conditions spreadsheets).
 """
 
 from __future__ import annotations
