@@ -22,10 +22,11 @@ import argparse
 
 import torch
 
-from robust_nic.attacks import Surrogate, build_attack, clean_reconstruction
+from robust_nic.attacks import build_attack, clean_reconstruction
 from robust_nic.codecs import load_codec_checkpoint
 from robust_nic.coding import pad
 from robust_nic.data import split_files
+from robust_nic.evaluation.measure import smooth_reconstruction
 from robust_nic.images import read_image
 from robust_nic.metrics import psnr_from_mse
 
@@ -34,13 +35,6 @@ ROUNDS_LATENTS_DIRECTLY = ("bmshj2018-factorized", "bmshj2018-hyperprior")
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(psnr_from_mse(((a - b) ** 2).mean()))  # float values: no 8-bit rounding in this diagnostic
-
-
-@torch.no_grad()
-def smooth_reconstruction(codec, x: torch.Tensor) -> torch.Tensor:
-    surrogate = Surrogate(codec, "skip")
-    with surrogate.active():
-        return surrogate(x)["x_hat"]
 
 
 @torch.no_grad()

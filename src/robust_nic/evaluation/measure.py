@@ -53,11 +53,15 @@ def adversarial_metrics(
 
 
 @torch.no_grad()
-def smooth_delta_psnr(codec: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-    """delta_psnr through the codec's transforms alone, g_s(g_a(.)) without rounding. The difference to
-    delta_psnr is what latents pushed across rounding boundaries add (bench/damage_sources.py: most of
-    it on small codecs, and what adversarial finetuning there does not remove)."""
+def smooth_reconstruction(codec: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """g_s(g_a(x)) without rounding the latents: what the codec's transforms alone make of x."""
     surrogate = Surrogate(codec, "skip")
     with surrogate.active():
-        smooth, smooth_adv = surrogate(x)["x_hat"], surrogate(x_adv)["x_hat"]
-    return (capped_psnr(x, x_adv) - capped_psnr(smooth, smooth_adv)).cpu()
+        return surrogate(x)["x_hat"]
+
+
+def smooth_delta_psnr(codec: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
+    """delta_psnr through the transforms alone (`smooth` = smooth_reconstruction(codec, x), computed once
+    per image). The difference to delta_psnr is what latents pushed across rounding boundaries add
+    (bench/damage_sources.py: most of it on small codecs, and what adversarial finetuning there does not remove)."""
+    return (capped_psnr(x, x_adv) - capped_psnr(smooth, smooth_reconstruction(codec, x_adv))).cpu()

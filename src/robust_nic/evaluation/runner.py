@@ -16,7 +16,12 @@ from robust_nic.codecs import CodecError, export_codec
 from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import split_files
 from robust_nic.defenses import build_defense
-from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, smooth_delta_psnr
+from robust_nic.evaluation.measure import (
+    adversarial_metrics,
+    clean_metrics,
+    smooth_delta_psnr,
+    smooth_reconstruction,
+)
 from robust_nic.evaluation.outputs import (
     compressai_results,
     mean_of,
@@ -79,6 +84,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     files = files[:limit] if limit else files
     budgets = eps_values(settings["attack"]) if attack is not None else []
     sources = attack_sources(settings, codec, defense)
+    # Undefended runs also split the damage into the transforms' share and the rounding flips'.
+    split_damage = "adaptive" not in sources
     save_images = bool(settings.get("save_images", True))
 
     rows = []
@@ -90,12 +97,13 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
             rows.append(base)
             continue
         target = _attack_target(settings, files, index, x)
+        smooth = smooth_reconstruction(codec, x) if split_damage else None
         for eps in budgets:
             row = base | {"eps": eps}
             for kind, source in sources.items():
                 x_adv, attacked, metrics = attack_and_measure(attack.with_eps(eps), source, defense, x, clean, target)
-                if "adaptive" not in sources:  # undefended: split the damage into transforms vs rounding
-                    metrics["delta_psnr_smooth"] = smooth_delta_psnr(codec, x, x_adv)
+                if smooth is not None:
+                    metrics["delta_psnr_smooth"] = smooth_delta_psnr(codec, x, x_adv, smooth)
                 row |= {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
                 if save_images:
                     stem = f"{path.stem}_eps{eps:g}_{kind}"
