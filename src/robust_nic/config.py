@@ -45,6 +45,7 @@ def resolve(cfg: DictConfig) -> dict:
         loss["lmbda"] = lambda_for(metric, int(model["quality"]))
     if settings.get("attack"):
         settings["attack"] = resolve_attack(settings["attack"])
+    check_ranges(settings)
     optim = settings.get("optim")
     if optim is not None and optim.get("lr") is None:
         # From scratch 1e-4; finetuning pretrained or checkpointed weights 1e-5 (CompressAI / the paper).
@@ -66,8 +67,44 @@ def resolve_attack(attack: dict) -> dict:
     return attack
 
 
+# Largest meaningful budget per norm ([0,1] units): an RMS of 0.25 is an input PSNR of 12 dB, and an
+# L-inf step of 0.5 moves mid-grey to black or white; beyond these nothing is "imperceptible".
+EPS_MAX = {"rms": 0.25, "linf": 0.5}
+
+
+def check_ranges(settings: dict) -> None:
+    """Values that would run but mean nothing are refused, naming the key (a typo must not become a result)."""
+    attack = settings.get("attack") or {}
+    if attack.get("name") not in (None, "none") and attack.get("eps") is not None:
+        norm = attack.get("norm") or "rms"
+        eps = attack["eps"] if isinstance(attack["eps"], (list, tuple)) else [attack["eps"]]
+        for value in eps:
+            if not isinstance(value, (int, float)) or not 0 < float(value) <= EPS_MAX.get(norm, 1.0):
+                raise ConfigError(
+                    f"attack.eps={value} is outside (0, {EPS_MAX.get(norm, 1.0)}] for attack.norm={norm}: "
+                    "eps is in [0,1] pixel units (rms 0.01 = the paper's MSE 1e-4, 40 dB; linf 4/255 = 0.0157); "
+                    "for no attack use attack=none"
+                )
+        box = attack.get("linf")
+        if box is not None and not 0 < float(box) <= 1:
+            raise ConfigError(f"attack.linf={box} must be in (0, 1] ([0,1] pixel units, 16/255 = 0.0627) or null")
+    train = settings.get("train") or {}
+    ratio = train.get("adv_ratio")
+    if ratio is not None and not 0 <= float(ratio) <= 1:
+        raise ConfigError(f"train.adv_ratio={ratio} must be a fraction of the batch in [0, 1]")
+    data = settings.get("data") or {}
+    for key in ("batch_size", "patch_size"):
+        if data.get(key) is not None and int(data[key]) < 1:
+            raise ConfigError(f"data.{key}={data[key]} must be >= 1")
+    limit = settings.get("max_images")
+    if limit is not None and int(limit) < 1:
+        raise ConfigError(f"max_images={limit} must be >= 1 (or null for every test image)")
+
+
 def codec_from_settings(model: dict):
-    return build_codec(
+    """The configured codec. `model["channels"]` is set to the codec's real channel counts, so the saved
+    config says what was built (a checkpoint's channels win over the config's)."""
+    codec = build_codec(
         model["arch"],
         int(model["quality"]),
         metric=model["metric"],
@@ -75,6 +112,23 @@ def codec_from_settings(model: dict):
         checkpoint=model.get("checkpoint"),
         channels=model.get("channels"),
     )
+    actual = real_channels(codec)
+    if actual and model.get("channels") and list(model["channels"]) != actual:
+        log.warning(
+            "model.channels=%s but %s holds a codec with channels %s; using (and recording) %s",
+            list(model["channels"]), model.get("checkpoint") or "the weights", actual, actual,
+        )
+    if actual:
+        model["channels"] = actual
+    return codec
+
+
+def real_channels(codec) -> list[int] | None:
+    """(N, M) of a zoo codec as built ((N,) for cheng2020, whose M equals N)."""
+    n, m = getattr(codec, "N", None), getattr(codec, "M", None)
+    if n is None:
+        return None
+    return [int(n)] if m is None or "Cheng2020" in type(codec).__name__ else [int(n), int(m)]
 
 
 def save_settings(settings: dict, run_dir: Path) -> None:
