@@ -135,3 +135,41 @@ def test_bdrate_says_why_it_cannot_compare(tmp_path, capsys, case, expected):
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["bdrate", "--anchor", anchor, "--test", test])
     assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_report_and_bdrate_skip_broken_runs_naming_the_file(runs, tmp_path, capsys):
+    """One truncated metrics.json, one broken config.yaml and one partial run: the good runs are still
+    reported, each bad one is named in a warning; only when nothing valid is left is it an error."""
+    truncated = fake_run(runs / "truncated", ["attack=pgd", "attack.eps=0.01"], CLEAN)
+    (truncated / "metrics.json").write_text('{"test/clean/bpp": 0.5, "test/clean/ps')
+    broken = fake_run(runs / "broken", ["attack=pgd", "attack.eps=0.01"], CLEAN)
+    (broken / "config.yaml").write_text("model: [unclosed\n")
+    partial = fake_run(runs / "partial", ["attack=pgd"], CLEAN | {"partial": True, "partial_reason": "killed"})
+    with pytest.warns(UserWarning) as caught:
+        path = write_report([runs], tmp_path / "report")
+    messages = " ".join(str(w.message) for w in caught)
+    assert str(truncated / "metrics.json") in messages
+    assert str(broken / "config.yaml") in messages
+    assert "partial" in messages and str(partial) in messages
+    text = path.read_text()
+    assert "ensemble" in text and "truncated" not in text and "partial" not in text.split("## Summary")[1]
+
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (truncated).rename(only_bad / "truncated")
+    with pytest.warns(UserWarning), pytest.raises(SystemExit) as exit_info:
+        cli_main(["report", str(only_bad), "--out", str(tmp_path / "r2")])
+    assert exit_info.value.code == 2
+    assert "skipped" in capsys.readouterr().err
+
+
+def test_bdrate_skips_a_truncated_run(tmp_path, capsys):
+    points = [(0.2, 27.0), (0.4, 30.0), (0.7, 33.0)]
+    anchor = rd_family(tmp_path, "anchor", points)
+    test = rd_family(tmp_path, "robust", [(1.1 * bpp, psnr) for bpp, psnr in points])
+    (tmp_path / "robust" / "q3" / "metrics.json").write_text("{")
+    with pytest.warns(UserWarning, match="q3"):
+        cli_main(["bdrate", "--anchor", anchor, "--test", test, "--out", str(tmp_path / "bd.json")])
+    assert "BD-rate (psnr): +" in capsys.readouterr().out
+    result = json.loads((tmp_path / "bd.json").read_text())
+    assert sorted(result["test"]) == sorted(str((tmp_path / "robust" / q).resolve()) for q in ("q1", "q2"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -18,8 +19,13 @@ class Run:
     path: Path
     name: str
     settings: dict
-    metrics: dict
+    metrics: dict  # numeric entries of metrics.json only
     manifest: dict | None
+    info: dict = field(default_factory=dict)  # its other entries (partial, skipped images, ...)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.info.get("partial"))
 
     @property
     def is_study(self) -> bool:
@@ -50,7 +56,12 @@ class Run:
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:
-    """Run directories given directly or found below the given folders (sorted, each once)."""
+    """Run directories given directly or found below the given folders (sorted, each once).
+
+    A run whose files cannot be read (truncated metrics.json, broken config.yaml) or that did not finish
+    (metrics.json marked partial) is skipped with a warning naming the file; FileNotFoundError only when
+    no valid run is left.
+    """
     found: dict[Path, None] = {}
     for path in map(Path, paths):
         if not path.exists():
@@ -60,12 +71,33 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
             run = config.parent
             if config.is_file() and ".hydra" not in run.parts and _has_results(run):
                 found[run.resolve()] = None
-    if not found:
+    names = run_names(list(found)) if found else []
+    runs = [run for run in map(_load_or_skip, found, names) if run is not None]
+    if not runs:
+        skipped = " (every run found was skipped, see the warnings)" if found else ""
         raise FileNotFoundError(
-            f"no run directories (config.yaml with metrics.json or study.json) in {[str(p) for p in paths]}"
+            f"no run directories (config.yaml with metrics.json or study.json) in {[str(p) for p in paths]}{skipped}"
         )
-    names = run_names(list(found))
-    return [_load(path, name) for path, name in zip(found, names, strict=True)]
+    return runs
+
+
+class RunFileError(ValueError):
+    """A run directory's file cannot be used; the message names the file."""
+
+
+def _load_or_skip(path: Path, name: str) -> Run | None:
+    try:
+        run = _load(path, name)
+    except RunFileError as err:
+        warnings.warn(f"skipping run {path}: {err}", stacklevel=3)
+        return None
+    if run.partial:
+        reason = run.info.get("partial_reason") or run.info.get("reason") or "it did not finish"
+        warnings.warn(
+            f"skipping run {path}: its metrics.json is partial ({reason}); re-run it to completion", stacklevel=3
+        )
+        return None
+    return run
 
 
 def _has_results(run: Path) -> bool:
@@ -81,10 +113,31 @@ def run_names(paths: list[Path]) -> list[str]:
 
 
 def _load(path: Path, name: str) -> Run:
-    settings = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    metrics_file = path / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return Run(path, name, settings, metrics, read_manifest(path))
+    settings = _read(path / "config.yaml", yaml.safe_load)
+    if settings is not None and not isinstance(settings, dict):
+        raise RunFileError(f"{path / 'config.yaml'} is not a mapping of settings")
+    raw = _read(path / "metrics.json", json.loads) if (path / "metrics.json").is_file() else {}
+    if not isinstance(raw, dict):
+        raise RunFileError(f"{path / 'metrics.json'} is not a JSON object")
+    metrics = {k: float(v) for k, v in raw.items() if _is_number(v)}
+    info = {k: v for k, v in raw.items() if k not in metrics}
+    try:
+        manifest = read_manifest(path)
+    except ValueError as err:
+        raise RunFileError(f"{path / 'study.json'} is not valid JSON ({err})") from err
+    return Run(path, name, settings or {}, metrics, manifest, info)
+
+
+def _read(file: Path, parse):
+    try:
+        return parse(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        raise RunFileError(f"{file} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+
+
+def _is_number(value) -> bool:
+    # NaN counts as a number: a metric that was not measurable stays NaN in tables, never dropped.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def codec_key(run: Run) -> tuple:
