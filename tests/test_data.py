@@ -51,7 +51,7 @@ def test_corrupt_tiny_and_huge_images_raise(tmp_path):
     with pytest.raises(ImageError, match="at least"):
         read_image(tmp_path / "tiny.png")
     Image.fromarray(photo("coffee.png")).save(tmp_path / "big.png")
-    with pytest.raises(ImageError, match="limit"):
+    with pytest.raises(ImageError, match="data.max_pixels"):
         read_image(tmp_path / "big.png", max_pixels=1000)
 
 
@@ -109,3 +109,31 @@ def test_patch_size_must_suit_the_codecs(photo_dir):
     dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 48, "batch_size": 2})
     with pytest.raises(ImageError, match="multiple of 64"):
         dm.setup("fit")
+
+
+def test_images_coded_whole_above_max_pixels_stop_the_run_before_any_work(tmp_path):
+    """Test/validation images are coded and attacked whole: one above data.max_pixels is an error at
+    file-listing time naming data.max_pixels and the memory it would need; training only crops, so a
+    large training image is fine."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(photo("coffee.png")).save(folder / "coffee.png")  # 400x600 = 0.24 MP
+    Image.fromarray(photo("chelsea.png")[:100, :100]).save(folder / "small.png")
+    cfg = {"name": "folder", "root": str(folder), "max_pixels": 100_000}
+    with pytest.raises(ImageError, match=r"coffee.png \(600x400, 0.2 MP\).*data.max_pixels=100000.*GB"):
+        split_files(cfg)
+    files = split_files(cfg | {"max_pixels": 300_000})
+    assert {p.name for p in files["test"]} == {"coffee.png", "small.png"}
+    run = subprocess.run(
+        [sys.executable, "evaluate.py", "data=folder", f"data.root={folder}", "data.max_pixels=100000",
+         "model.checkpoint=/nonexistent.ckpt", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # Stopped on the image size, before even looking for the checkpoint.
+    assert run.returncode == 2 and "data.max_pixels=100000" in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "run" / "metrics.json").exists()

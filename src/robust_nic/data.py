@@ -13,7 +13,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from robust_nic.images import MAX_PIXELS, ImageError, find_images, read_image, usable_images
+from robust_nic.images import (
+    MAX_DECODE_PIXELS,
+    MAX_PIXELS,
+    ImageError,
+    check_whole_image_sizes,
+    find_images,
+    read_image,
+    usable_images,
+)
 
 # scikit-image ships these colour photos inside its wheel (no download).
 SAMPLE_TRAIN = ("astronaut.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg")
@@ -60,23 +68,37 @@ def download_kodak(root: str | Path) -> Path:
 
 
 def split_files(cfg: Mapping) -> dict[str, list[Path]]:
-    """Train / val / test file lists for a `data` config (samples, folder or kodak)."""
+    """Train / val / test file lists for a `data` config (samples, folder or kodak).
+
+    Validation and test images are coded (and attacked) whole: any above data.max_pixels stops the run
+    here, before any work, with the memory it would need. Training only crops, so its images are bounded
+    by the decode limit alone.
+    """
+    files = _split_files(cfg)
+    check_whole_image_sizes(sorted(set(files["val"]) | set(files["test"])), whole_image_limit(cfg))
+    return files
+
+
+def whole_image_limit(cfg: Mapping) -> int:
+    return int(cfg.get("max_pixels") or MAX_PIXELS)
+
+
+def _split_files(cfg: Mapping) -> dict[str, list[Path]]:
     kind = cfg["name"]
-    max_pixels = int(cfg.get("max_pixels") or MAX_PIXELS)
     if kind == "samples":
         train = sample_photos(cfg.get("train_photos") or SAMPLE_TRAIN)
         heldout = sample_photos(cfg.get("heldout_photos") or SAMPLE_HELDOUT)
         return {"train": train, "val": heldout, "test": heldout}
     if kind == "kodak":
         root = download_kodak(cfg["root"])
-        files = _usable(find_images(root), root, max_pixels)
+        files = _usable(find_images(root), root)
         return {"train": files, "val": files, "test": files}
     if kind == "folder":
         if not cfg.get("root"):
             raise ImageError("data=folder needs data.root=DIR (a folder of png/jpg/webp images)")
-        files = _usable(find_images(cfg["root"]), cfg["root"], max_pixels)
+        files = _usable(find_images(cfg["root"]), cfg["root"])
         if cfg.get("val_root"):
-            val = _usable(find_images(cfg["val_root"]), cfg["val_root"], max_pixels)
+            val = _usable(find_images(cfg["val_root"]), cfg["val_root"])
             train = files
         else:
             # Hold out a deterministic fraction for validation (at least one image).
@@ -84,13 +106,13 @@ def split_files(cfg: Mapping) -> dict[str, list[Path]]:
             random.Random(0).shuffle(shuffled)
             count = max(1, round(len(files) * float(cfg.get("val_fraction", 0.1))))
             val, train = sorted(shuffled[:count]), sorted(shuffled[count:]) or sorted(shuffled[:count])
-        test = _usable(find_images(cfg["test_root"]), cfg["test_root"], max_pixels) if cfg.get("test_root") else files
+        test = _usable(find_images(cfg["test_root"]), cfg["test_root"]) if cfg.get("test_root") else files
         return {"train": train, "val": val, "test": test}
     raise ImageError(f"unknown data source {kind!r}; choose data=samples, data=folder or data=kodak")
 
 
-def _usable(paths: list[Path], root, max_pixels: int) -> list[Path]:
-    usable = usable_images(paths, max_pixels=max_pixels)
+def _usable(paths: list[Path], root) -> list[Path]:
+    usable = usable_images(paths, max_pixels=MAX_DECODE_PIXELS)
     if not usable:
         found = f"{len(paths)} image files, none usable" if paths else "no png/jpg/jpeg/webp files"
         raise ImageError(f"{root}: {found}; point data.root at a folder of RGB images")
@@ -100,7 +122,7 @@ def _usable(paths: list[Path], root, max_pixels: int) -> list[Path]:
 class ImageFiles(Dataset):
     """Whole images (for validation and test), decoded once and kept in memory as 8-bit."""
 
-    def __init__(self, paths: list[Path], cache: bool = True, max_pixels: int = MAX_PIXELS):
+    def __init__(self, paths: list[Path], cache: bool = True, max_pixels: int = MAX_DECODE_PIXELS):
         self.paths = list(paths)
         self.cache = cache
         self.max_pixels = max_pixels
@@ -166,7 +188,7 @@ class ImageDataModule(L.LightningDataModule):
             self.files = split_files(self.cfg)
         max_pixels = int(self.cfg.get("max_pixels") or MAX_PIXELS)
         self.train_set = RandomCrops(
-            ImageFiles(self.files["train"], max_pixels=max_pixels),
+            ImageFiles(self.files["train"], max_pixels=MAX_DECODE_PIXELS),  # only crops are coded
             int(self.cfg["patch_size"]),
             int(self.cfg.get("epoch_size") or 1000),
         ) if stage in (None, "fit") else None

@@ -14,14 +14,21 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MIN_SIDE = 8  # smaller images carry no usable content for a codec
-MAX_PIXELS = 64_000_000  # beyond this a single forward pass needs tens of GiB
+# Largest file decoded at all (training crops come from it): 64 MP is 192 MB as 8-bit RGB.
+MAX_DECODE_PIXELS = 64_000_000
+# Default data.max_pixels: the largest image coded and attacked whole (validation, evaluate.py).
+# bench/memory.py (bench/results/memory_cpu.txt): a default attacked evaluation peaks at about
+# ATTACK_GB_BASE + ATTACK_GB_PER_MP * MP, so 4 MP stays within 8 GB for the default and zoo-size codecs.
+MAX_PIXELS = 4_000_000
+ATTACK_GB_BASE = 1.0
+ATTACK_GB_PER_MP = 1.6
 
 
 class ImageError(ValueError):
     """An image file cannot be used; the message names the file and what to do."""
 
 
-def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+def read_image(path: str | Path, max_pixels: int = MAX_DECODE_PIXELS) -> torch.Tensor:
     """An image file as a float tensor (3, H, W) in [0,1].
 
     Grayscale, palette, alpha and 16-bit images are converted to 8-bit-range RGB with a warning;
@@ -32,10 +39,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         with Image.open(path) as img:
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageError(
-                    f"{path} is {width}x{height} ({width * height / 1e6:.0f} MP), above the limit of "
-                    f"{max_pixels / 1e6:.0f} MP; downscale or tile it (or raise data.max_pixels)"
-                )
+                raise ImageError(too_large_message([(path, width, height)], max_pixels))
             img.load()
             array = _to_rgb_array(img, path)
     except ImageError:
@@ -88,7 +92,36 @@ def find_images(root: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def usable_images(paths: list[Path], min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> list[Path]:
+def too_large_message(sizes: list[tuple[Path, int, int]], max_pixels: int) -> str:
+    """Which images exceed data.max_pixels, what they would cost, and what to do."""
+    largest = max(w * h for _, w, h in sizes) / 1e6
+    names = ", ".join(f"{p} ({w}x{h}, {w * h / 1e6:.1f} MP)" for p, w, h in sizes[:5])
+    more = f" and {len(sizes) - 5} more" if len(sizes) > 5 else ""
+    need = ATTACK_GB_BASE + ATTACK_GB_PER_MP * largest
+    return (
+        f"{names}{more} exceed data.max_pixels={max_pixels} ({max_pixels / 1e6:g} MP), the largest image coded "
+        f"and attacked whole; an attacked evaluation of {largest:.1f} MP needs about {need:.0f} GB of memory "
+        f"(bench/memory.py). Downscale or tile these images, leave them out, or raise "
+        f"data.max_pixels={int(largest * 1e6) + 1} if the machine has the memory."
+    )
+
+
+def check_whole_image_sizes(paths: list[Path], max_pixels: int) -> None:
+    """Before any work: every image coded whole fits data.max_pixels (headers only)."""
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except Exception:  # unreadable files are reported (and skipped) where they are read
+            continue
+        if width * height > max_pixels:
+            sizes.append((Path(path), width, height))
+    if sizes:
+        raise ImageError(too_large_message(sizes, max_pixels))
+
+
+def usable_images(paths: list[Path], min_side: int = MIN_SIDE, max_pixels: int = MAX_DECODE_PIXELS) -> list[Path]:
     """The paths whose header reads and whose size is usable; the others are skipped with a warning."""
     usable = []
     for path in paths:

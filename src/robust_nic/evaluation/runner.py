@@ -75,11 +75,11 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
     save_settings(settings, run_dir)
+    files = split_files(settings["data"])["test"]  # first: a bad image list stops the run before any work
     codec = load_eval_codec(settings, device)
     defense = build_defense(settings.get("defense"), codec).to(device)
     # A bar over attack steps (inside the bar over images) unless the run says otherwise.
     attack = build_attack({**settings["attack"], "progress": settings.get("progress", True)})
-    files = split_files(settings["data"])["test"]
     limit = settings.get("max_images")
     files = files[:limit] if limit else files
     budgets = eps_values(settings["attack"]) if attack is not None else []
