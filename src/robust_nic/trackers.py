@@ -59,13 +59,21 @@ def build_logger(cfg: Mapping, run_dir: Path, run_config: Mapping | None = None)
     raise ValueError(f"unknown logger {name!r}; choose logger=csv, logger=tensorboard, logger=wandb or logger=none")
 
 
+def to_8bit(image: torch.Tensor) -> torch.Tensor:
+    """A (3, H, W) image in [0, 1] as the uint8 values an image file would hold (rounded, not truncated)."""
+    return (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
 def log_image_panel(logger, key: str, images: list[torch.Tensor], captions: list[str], step: int) -> None:
-    """One row of images (first of each batch) to W&B or TensorBoard; other loggers ignore it."""
+    """One row of images (first of each batch) to W&B or TensorBoard; other loggers ignore it.
+
+    Logged as 8-bit: wandb 0.31 turns float images in [0, 1] into all-zero PNGs."""
     from lightning.pytorch import loggers
 
-    first = [img[0].detach().clamp(0, 1).cpu() for img in images]
+    first = [to_8bit(img[0]) for img in images]
     if isinstance(logger, loggers.WandbLogger):
-        logger.log_image(key=key, images=first, caption=captions, step=step)
+        hwc = [img.permute(1, 2, 0).numpy() for img in first]  # wandb.Image reads HWC uint8 arrays as is
+        logger.log_image(key=key, images=hwc, caption=captions, step=step)
     elif isinstance(logger, loggers.TensorBoardLogger):
         for caption, img in zip(captions, first, strict=True):
-            logger.experiment.add_image(f"{key}/{caption}", img, global_step=step)
+            logger.experiment.add_image(f"{key}/{caption}", img, global_step=step)  # CHW uint8: not rescaled
