@@ -176,3 +176,20 @@ def test_stale_lock_of_a_dead_job_is_taken_over(tmp_path, photo_dir):
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"taking over the stale lock of {run_dir}: pid {holder.pid}" in out.stdout + out.stderr
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / LOCK_NAME).exists()
+
+
+def test_resumed_run_continues_its_wandb_run_and_tensorboard_log(tmp_path, photo_dir, monkeypatch):
+    import wandb
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for logger, folder in (("wandb", "wandb"), ("tensorboard", "tensorboard")):
+        for batches in (2, 4):  # a first attempt, then a resumed one
+            run_train(tmp_path / folder, photo_dir, f"logger={logger}", f"trainer.max_steps={batches}")
+            wandb.finish()
+    runs = sorted((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
+    run_id = (tmp_path / "wandb" / "wandb_run_id").read_text().strip()
+    assert len(runs) == 2 and all(r.name.split("-")[3] == run_id for r in runs)  # one W&B run, resumed
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2, 3]
