@@ -94,6 +94,7 @@ def test_multirun_over_two_values_makes_two_runs_and_a_summary(tmp_path, photo_d
     assert (tmp_path / "0" / "train_metrics.json").is_file() and (tmp_path / "1" / "train_metrics.json").is_file()
     summary = (tmp_path / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and "model.quality" in summary[0]
+    assert not list(tmp_path.rglob("run.lock"))  # the sweep's and each job's locks are released
 
 
 def test_optuna_search_runs_trials_and_reports_the_objective(tmp_path, photo_dir):

@@ -105,6 +105,7 @@ def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert len(list(run_dir.glob("csv/*/metrics.csv"))) == 1 and not list(tmp_path.glob("outputs"))
     assert logged(run_dir, "val/adv/delta_psnr")
+    assert not (run_dir / "run.lock").exists()  # taken by the launching process only, released at the end
     assert "world_size=2" in (out.stdout + out.stderr) or "distributed_backend=gloo" in (out.stdout + out.stderr)
     codec = load_codec_checkpoint("bmshj2018-hyperprior", run_dir / "checkpoints" / "last.ckpt")
     assert codec(torch.rand(1, 3, 64, 64))["x_hat"].shape == (1, 3, 64, 64)
