@@ -62,7 +62,9 @@ def trained_run(tmp_path_factory, photo_dir):
     return run_dir
 
 
-def test_a_failed_start_saves_nothing_and_the_run_resumes_by_its_training(trained_run, tmp_path, photo_dir, caplog):
+def test_a_failed_start_saves_nothing_and_the_run_resumes_by_its_training(
+    trained_run, tmp_path, photo_dir, caplog
+):
     ckpts = trained_run / "checkpoints"
     last = (ckpts / "last.ckpt").read_bytes()
     # A mistyped ckpt_path is a user error before any work (it used to write an untrained interrupted.ckpt).
@@ -73,7 +75,9 @@ def test_a_failed_start_saves_nothing_and_the_run_resumes_by_its_training(traine
     fresh = tmp_path / "fresh"
     for run_dir in (fresh, trained_run):
         with pytest.raises(RuntimeError, match="bad start"):
-            run_train(run_dir, photo_dir, "trainer.max_steps=6", callbacks=[RaiseAt(0, RuntimeError("bad start"))])
+            run_train(
+                run_dir, photo_dir, "trainer.max_steps=6", callbacks=[RaiseAt(0, RuntimeError("bad start"))]
+            )
     assert not list((fresh / "checkpoints").iterdir())
     assert not (ckpts / "interrupted.ckpt").exists() and (ckpts / "last.ckpt").read_bytes() == last
 
@@ -102,12 +106,19 @@ def test_resumed_run_keeps_the_rows_of_every_attempt(trained_run, photo_dir):
     train_steps = [(r["attempt"], int(r["step"])) for r in rows if r.get("train/loss")]
     assert train_steps == [(1, s) for s in range(4)] + [(2, s) for s in range(4, 8)]
     # validations every 2 batches, both attempts' rows kept
-    assert [(r["attempt"], int(r["step"])) for r in rows if r.get("val/psnr")] == [(1, 1), (1, 3), (2, 5), (2, 7)]
+    assert [(r["attempt"], int(r["step"])) for r in rows if r.get("val/psnr")] == [
+        (1, 1),
+        (1, 3),
+        (2, 5),
+        (2, 7),
+    ]
 
 
 def test_blocked_checkpoint_folder_fails_before_training(tmp_path, photo_dir):
     (tmp_path / "checkpoints").write_text("not a folder")
-    with pytest.raises(RunDirError, match=f"cannot write to {tmp_path / 'checkpoints'}: a file is in the way"):
+    with pytest.raises(
+        RunDirError, match=f"cannot write to {tmp_path / 'checkpoints'}: a file is in the way"
+    ):
         run_train(tmp_path, photo_dir)
     assert not (tmp_path / "csv").exists() and not (tmp_path / "config.yaml").exists()  # no work started
 
@@ -127,15 +138,21 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path, photo_dir, caplog):
 
     out = subprocess.run(shlex.split(command), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"resuming from {run_dir / 'checkpoints' / 'interrupted.ckpt'} at batch 2" in out.stdout + out.stderr
+    assert (
+        f"resuming from {run_dir / 'checkpoints' / 'interrupted.ckpt'} at batch 2" in out.stdout + out.stderr
+    )
     assert global_step(run_dir / "checkpoints" / "last.ckpt") == 8
-    assert [int(r["step"]) for r in read_logged_rows(run_dir) if r["attempt"] == 2 and r.get("train/loss")] == [2, 3]
+    assert [
+        int(r["step"]) for r in read_logged_rows(run_dir) if r["attempt"] == 2 and r.get("train/loss")
+    ] == [2, 3]
 
 
 def hold_lock(run_dir):
     """Another process holding run_dir (as a running train.py would); returns it once the lock is taken."""
-    code = (f"import sys, time; from pathlib import Path; from robust_nic.run_dir import acquire; "
-            f"acquire(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(120)")
+    code = (
+        f"import sys, time; from pathlib import Path; from robust_nic.run_dir import acquire; "
+        f"acquire(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(120)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
@@ -145,14 +162,22 @@ def hold_lock(run_dir):
 def test_second_job_into_a_held_run_dir_exits_2_and_touches_nothing(tmp_path, photo_dir, script):
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
-    first = {run_dir / ".hydra" / "overrides.yaml": "- model.quality=3\n", run_dir / "config.yaml": "first: run\n"}
+    first = {
+        run_dir / ".hydra" / "overrides.yaml": "- model.quality=3\n",
+        run_dir / "config.yaml": "first: run\n",
+    }
     for path, text in first.items():
         path.write_text(text)
     holder = hold_lock(run_dir)
     try:
         args = FAST if script == "train.py" else ["data=folder"]
-        out = subprocess.run([sys.executable, script, *args, f"data.root={photo_dir}", f"hydra.run.dir={run_dir}"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, script, *args, f"data.root={photo_dir}", f"hydra.run.dir={run_dir}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -161,7 +186,8 @@ def test_second_job_into_a_held_run_dir_exits_2_and_touches_nothing(tmp_path, ph
     assert error.startswith(f"error: {run_dir} is in use by another job: pid {holder.pid} on ")
     assert "started 20" in error and "choose another hydra.run.dir" in error.lower()
     assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == sorted(
-        p.relative_to(run_dir) for p in [*first, run_dir / ".hydra", run_dir / LOCK_NAME])
+        p.relative_to(run_dir) for p in [*first, run_dir / ".hydra", run_dir / LOCK_NAME]
+    )
     assert all(path.read_text() == text for path, text in first.items())
 
 
@@ -171,8 +197,20 @@ def test_stale_lock_of_a_dead_job_is_taken_over(tmp_path, photo_dir):
     holder.kill()  # killed: no chance to release its lock
     holder.wait()
     assert (run_dir / LOCK_NAME).is_file()
-    out = subprocess.run([sys.executable, "train.py", *FAST, f"data.root={photo_dir}", "trainer.max_steps=1",
-                          f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *FAST,
+            f"data.root={photo_dir}",
+            "trainer.max_steps=1",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"taking over the stale lock of {run_dir}: pid {holder.pid}" in out.stdout + out.stderr
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / LOCK_NAME).exists()

@@ -73,7 +73,9 @@ def resume_point(ckpt_path: str | None, ckpt_dir: Path) -> ResumePoint | None:
         try:
             stored_global_step(given)
         except Exception as err:
-            raise ConfigError(f"ckpt_path={ckpt_path} is not a training checkpoint of this project: {err}") from err
+            raise ConfigError(
+                f"ckpt_path={ckpt_path} is not a training checkpoint of this project: {err}"
+            ) from err
         candidates.append(given)
     point = most_trained(candidates)
     if point is None and ckpt_path == "last":
@@ -109,12 +111,20 @@ class SaveOnInterrupt(Callback):
                 log.error("could not save %s: %s", self.ckpt_dir / INTERRUPTED, err)
         if not trainer.is_global_zero:
             return
-        what = "interrupted" if isinstance(exception, KeyboardInterrupt) else f"failed ({type(exception).__name__})"
+        what = (
+            "interrupted"
+            if isinstance(exception, KeyboardInterrupt)
+            else f"failed ({type(exception).__name__})"
+        )
         saved = f"{existing.path} holds {existing.batches} batches" if existing else "no checkpoint yet"
         todo = "continue" if existing else "start again"
         if not isinstance(exception, KeyboardInterrupt):
             todo += " once the cause is fixed"
         log.warning(
             "training %s after %d batches; %s. To %s, run:\n  %s",
-            what, step // 2, saved, todo, resume_command(self.run_dir, self.overrides),
+            what,
+            step // 2,
+            saved,
+            todo,
+            resume_command(self.run_dir, self.overrides),
         )

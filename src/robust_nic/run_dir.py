@@ -52,7 +52,9 @@ def check_writable(*dirs: Path) -> None:
                 "move it away or choose another hydra.run.dir"
             ) from err
         except OSError as err:
-            raise RunDirError(f"cannot write to {folder}: {err.strerror}; choose another hydra.run.dir") from err
+            raise RunDirError(
+                f"cannot write to {folder}: {err.strerror}; choose another hydra.run.dir"
+            ) from err
 
 
 def _process_start(pid: int) -> str | None:
@@ -137,7 +139,9 @@ def acquire(run_dir: Path) -> None:
             )
         log.warning("taking over the stale lock of %s: %s is no longer running", run_dir, _describe(holder))
         lock.unlink(missing_ok=True)
-    raise RunDirError(f"could not take the lock {lock}: other jobs keep taking it; choose another hydra.run.dir")
+    raise RunDirError(
+        f"could not take the lock {lock}: other jobs keep taking it; choose another hydra.run.dir"
+    )
 
 
 def release(run_dir: Path) -> None:

@@ -79,8 +79,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     settings = resolve(cfg)
     # Before any work: the outputs can be written, and where training continues from.
     run_dir = Path(run_dir)
-    check_writable(run_dir, run_dir / "checkpoints", *filter(None, [logger_dir(settings["logger"], run_dir)]))
     start = resume_point(settings.get("ckpt_path"), run_dir / "checkpoints")
+    check_writable(run_dir, run_dir / "checkpoints", *filter(None, [logger_dir(settings["logger"], run_dir)]))
     max_batches = int(settings["trainer"]["max_steps"])
     if start is not None and start.batches >= max_batches:
         return already_trained(run_dir, start, max_batches)
