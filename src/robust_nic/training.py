@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +20,11 @@ from robust_nic.run_dir import check_writable
 from robust_nic.trackers import build_logger, logger_dir
 
 log = logging.getLogger(__name__)
+
+# Resuming is deliberate here (a run directory's checkpoints are always resumed from, see resume.py), and
+# training batches are random crops (continuing mid-epoch only changes which come next): these warnings are noise.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class BatchProgressBar(TQDMProgressBar):
