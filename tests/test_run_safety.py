@@ -88,6 +88,18 @@ def test_a_failed_start_saves_nothing_and_the_run_resumes_by_its_training(
     caplog.set_level(logging.INFO, logger="robust_nic")
     assert run_train(trained_run, photo_dir, "trainer.max_steps=6")["steps"] == 6
     assert resumed_from(caplog) == [f"resuming from {ckpts / 'last.ckpt'} at batch 4"]
+    # An explicit ckpt_path with less training than the run's own checkpoints does not roll the run back.
+    caplog.clear()
+    assert (
+        run_train(trained_run, photo_dir, "trainer.max_steps=6", f"ckpt_path={ckpts / 'interrupted.ckpt'}")[
+            "steps"
+        ]
+        == 6
+    )
+    assert (
+        "holds more training" in caplog.text
+        and "already trained 6 batches = trainer.max_steps" in caplog.text
+    )
 
 
 def test_a_finished_run_says_so_and_changes_nothing(trained_run, photo_dir, caplog):

@@ -72,14 +72,25 @@ def resume_point(ckpt_path: str | None, ckpt_dir: Path) -> ResumePoint | None:
             )
         try:
             stored_global_step(given)
-        except Exception as err:
+        except KeyError as err:
             raise ConfigError(
-                f"ckpt_path={ckpt_path} is not a training checkpoint of this project: {err}"
+                f"ckpt_path={ckpt_path} holds weights but no training state; to finetune from these weights "
+                f"use model.checkpoint={ckpt_path} instead"
             ) from err
+        except Exception as err:
+            raise ConfigError(f"ckpt_path={ckpt_path} is not a readable training checkpoint: {err}") from err
         candidates.append(given)
     point = most_trained(candidates)
     if point is None and ckpt_path == "last":
         log.warning("ckpt_path=last: no checkpoint in %s yet; training from the start", ckpt_dir)
+    elif (
+        point is not None
+        and ckpt_path not in (None, "", "last")
+        and point.path.resolve() != Path(str(ckpt_path)).resolve()
+    ):
+        log.warning(
+            "ckpt_path=%s is passed over: %s in this run directory holds more training", ckpt_path, point.path
+        )
     return point
 
 
