@@ -243,3 +243,15 @@ def test_resumed_run_continues_its_wandb_run_and_tensorboard_log(tmp_path, photo
     events = EventAccumulator(str(tmp_path / "tensorboard" / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2, 3]
+
+
+def test_the_lock_is_one_per_directory_however_spelled_and_released(tmp_path):
+    from robust_nic.run_dir import acquire, hold_run_dir, release
+
+    (tmp_path / "other").mkdir()
+    acquire(tmp_path / "other" / ".." / "run")  # as Hydra's callback would, before the job
+    with hold_run_dir(tmp_path / "run"):  # as run_job does: the same owner, not a second job
+        assert (tmp_path / "run" / LOCK_NAME).is_file()
+    assert (tmp_path / "run" / LOCK_NAME).is_file()  # still held by the outer owner
+    release(tmp_path / "run")
+    assert not (tmp_path / "run" / LOCK_NAME).exists()

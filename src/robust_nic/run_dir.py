@@ -107,7 +107,7 @@ def _try_create(lock: Path, content: str) -> bool:
 
 def acquire(run_dir: Path) -> None:
     """Take the run directory's lock (again, if this process holds it already)."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = Path(run_dir).resolve()  # one key however the path is spelled (Hydra's callback vs the job)
     lock = run_dir / LOCK_NAME
     if lock in _held:
         _held[lock] += 1
@@ -145,7 +145,7 @@ def acquire(run_dir: Path) -> None:
 
 
 def release(run_dir: Path) -> None:
-    lock = Path(run_dir).absolute() / LOCK_NAME
+    lock = Path(run_dir).resolve() / LOCK_NAME
     if lock not in _held:
         return
     _held[lock] -= 1
