@@ -255,3 +255,11 @@ def test_the_lock_is_one_per_directory_however_spelled_and_released(tmp_path):
     assert (tmp_path / "run" / LOCK_NAME).is_file()  # still held by the outer owner
     release(tmp_path / "run")
     assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def test_a_crash_mid_training_keeps_the_batches_done(tmp_path, photo_dir, caplog):
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_train(tmp_path, photo_dir, callbacks=[RaiseAt(3, RuntimeError("disk on fire"))])
+    assert global_step(tmp_path / "checkpoints" / "interrupted.ckpt") == 6
+    assert "training failed (RuntimeError) after 3 batches" in caplog.text
+    assert "To continue once the cause is fixed, run:\n  python train.py " in caplog.text

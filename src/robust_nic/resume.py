@@ -120,16 +120,13 @@ class SaveOnInterrupt(Callback):
                 existing = ResumePoint(self.ckpt_dir / INTERRUPTED, step)
             except Exception as err:  # never hide the original error behind this one
                 log.error("could not save %s: %s", self.ckpt_dir / INTERRUPTED, err)
-        if not trainer.is_global_zero:
-            return
-        what = (
-            "interrupted"
-            if isinstance(exception, KeyboardInterrupt)
-            else f"failed ({type(exception).__name__})"
-        )
+        interrupted = isinstance(exception, KeyboardInterrupt)
+        if not trainer.is_global_zero or (existing is None and not interrupted):
+            return  # a failed start: the error alone says what to fix
+        what = "interrupted" if interrupted else f"failed ({type(exception).__name__})"
         saved = f"{existing.path} holds {existing.batches} batches" if existing else "no checkpoint yet"
         todo = "continue" if existing else "start again"
-        if not isinstance(exception, KeyboardInterrupt):
+        if not interrupted:
             todo += " once the cause is fixed"
         log.warning(
             "training %s after %d batches; %s. To %s, run:\n  %s",
