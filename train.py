@@ -12,7 +12,11 @@ def main(cfg: DictConfig) -> float | None:
     from robust_nic.cli import run_job
     from robust_nic.training import train
 
-    results = run_job(lambda: train(cfg, Path(HydraConfig.get().runtime.output_dir)))
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    # The overrides go into the "to continue, run: ..." message of an interrupted run.
+    overrides = list(hydra_cfg.overrides.task)
+    results = run_job(lambda: train(cfg, run_dir, overrides=overrides), run_dir)
     # The value Hydra sweepers (Optuna) minimise.
     return results.get(cfg.get("optimized_metric") or "", None) if results else None
 

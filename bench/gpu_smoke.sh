@@ -85,7 +85,7 @@ PY
 rc=$?; t1=$(date +%s.%N)
 [ $rc -ne 0 ] && { echo "TRAIN FAILED rc=$rc"; status=1; }
 echo "train command wall: $(python3 -c "print(round($t1-$t0,1))") s"
-cp "$WORK/smoke_train/train_metrics.json" "$WORK/smoke_train/csv/metrics.csv" "$OUT/" 2>/dev/null
+cp "$WORK/smoke_train/train_metrics.json" "$OUT/" 2>/dev/null; cp -r "$WORK/smoke_train/csv" "$OUT/" 2>/dev/null  # csv/attempt_<n>/metrics.csv
 
 echo "=== (b) evaluate: attack=pgd attack.steps=20 device=$DEVICE"
 ckpt=$WORK/smoke_train/checkpoints/last.ckpt

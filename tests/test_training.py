@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from robust_nic.codecs import load_codec_checkpoint
 from robust_nic.coding import code
 from robust_nic.data import split_files
 from robust_nic.images import read_image
+from robust_nic.trackers import read_logged_rows
 from robust_nic.training import train
 
 
@@ -25,8 +25,7 @@ def run_train(tmp_path, photo_dir, *overrides):
 
 
 def logged(run_dir, key):
-    with open(run_dir / "csv" / "metrics.csv") as handle:
-        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(handle) if r.get(key)]
+    return [(int(r["step"]), float(r[key])) for r in read_logged_rows(run_dir) if r.get(key)]
 
 
 def test_tiny_codec_loss_falls(tmp_path, photo_dir):
@@ -104,8 +103,9 @@ def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert len(list(run_dir.glob("csv/metrics.csv"))) == 1 and not list(tmp_path.glob("outputs"))
-    assert "val/adv/delta_psnr" in (run_dir / "csv" / "metrics.csv").read_text()
+    assert len(list(run_dir.glob("csv/*/metrics.csv"))) == 1 and not list(tmp_path.glob("outputs"))
+    assert logged(run_dir, "val/adv/delta_psnr")
+    assert not (run_dir / "run.lock").exists()  # taken by the launching process only, released at the end
     assert "world_size=2" in (out.stdout + out.stderr) or "distributed_backend=gloo" in (out.stdout + out.stderr)
     codec = load_codec_checkpoint("bmshj2018-hyperprior", run_dir / "checkpoints" / "last.ckpt")
     assert codec(torch.rand(1, 3, 64, 64))["x_hat"].shape == (1, 3, 64, 64)

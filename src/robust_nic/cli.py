@@ -17,14 +17,19 @@ def user_errors() -> tuple[type[Exception], ...]:
     from robust_nic.config import ConfigError
     from robust_nic.defenses import DefenseError
     from robust_nic.images import ImageError
+    from robust_nic.run_dir import RunDirError
 
-    return (CodecError, ConfigError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError)
+    return (CodecError, ConfigError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError, RunDirError)
 
 
-def run_job(job: Callable[[], dict]) -> dict:
-    """Run job(); a configuration or input mistake exits with status 2 and a message saying what to do."""
+def run_job(job: Callable[[], dict], run_dir: Path | None = None) -> dict:
+    """Run job() as the only job writing into run_dir (a lock file there); a configuration or input mistake,
+    or a run_dir in use by another job, exits with status 2 and a message saying what to do."""
+    from robust_nic.run_dir import hold_run_dir
+
     try:
-        return job()
+        with hold_run_dir(run_dir):
+            return job()
     except user_errors() as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)

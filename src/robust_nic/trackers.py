@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,15 +32,62 @@ def wandb_mode(requested: str | None) -> str:
     return "offline"
 
 
+LOGGER_DIRS = {"csv": "csv", "tensorboard": "tensorboard", "wandb": "wandb"}
+WANDB_RUN_ID_FILE = "wandb_run_id"
+
+
+def logger_dir(cfg: Mapping, run_dir: Path) -> Path | None:
+    """Where the configured logger writes under run_dir (None for logger=none)."""
+    folder = LOGGER_DIRS.get(cfg.get("name", "csv"))
+    return run_dir / folder if folder else None
+
+
+def next_csv_attempt(run_dir: Path) -> str:
+    """`attempt_<n>`: each (re)start of a run logs its own csv/attempt_<n>/metrics.csv, since Lightning's
+    CSVLogger rewrites an existing metrics.csv (a resumed run lost the earlier rows)."""
+    numbers = [int(p.name.split("_", 1)[1]) for p in (run_dir / "csv").glob("attempt_*") if p.name.split("_", 1)[1].isdigit()]
+    return f"attempt_{max(numbers, default=0) + 1}"
+
+
+def read_logged_rows(run_dir: Path) -> list[dict]:
+    """Every CSV row a run logged, all attempts in order, each with its `attempt` number (csv/metrics.csv
+    of runs made before attempts existed counts as attempt 0). Values stay strings, as in the files."""
+    files = [(0, run_dir / "csv" / "metrics.csv")]
+    for folder in (run_dir / "csv").glob("attempt_*"):
+        if folder.name.split("_", 1)[1].isdigit():
+            files.append((int(folder.name.split("_", 1)[1]), folder / "metrics.csv"))
+    rows = []
+    for attempt, path in sorted(files):
+        if path.is_file():
+            with open(path, newline="") as handle:
+                rows += [{**row, "attempt": attempt} for row in csv.DictReader(handle)]
+    return rows
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The run directory's W&B run id, stored there so a resumed run continues the same W&B run."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    path = run_dir / WANDB_RUN_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # W&B ids: lowercase letters and digits
+    if rank_zero_only.rank == 0:
+        path.write_text(run_id + "\n")
+    return run_id
+
+
 def build_logger(cfg: Mapping, run_dir: Path, run_config: Mapping | None = None):
-    """A Lightning logger writing under run_dir; `cfg.name` is csv, tensorboard, wandb or none."""
+    """A Lightning logger writing under run_dir; `cfg.name` is csv, tensorboard, wandb or none. A resumed run
+    (same run_dir) keeps every earlier row (CSV: one folder per attempt), event file (TensorBoard) and
+    W&B run (same id)."""
     from lightning.pytorch import loggers
 
     name = cfg.get("name", "csv")
     if name in (None, "none", False):
         return False
     if name == "csv":
-        return loggers.CSVLogger(save_dir=str(run_dir), name="", version="csv")
+        return loggers.CSVLogger(save_dir=str(run_dir), name="csv", version=next_csv_attempt(run_dir))
     if name == "tensorboard":
         return loggers.TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard")
     if name == "wandb":
@@ -52,6 +101,8 @@ def build_logger(cfg: Mapping, run_dir: Path, run_config: Mapping | None = None)
             save_dir=str(run_dir),
             mode=wandb_mode(cfg.get("mode")),
             log_model=False,
+            id=wandb_run_id(run_dir),
+            resume="allow",
         )
         if run_config is not None:
             logger.log_hyperparams(dict(run_config))
@@ -59,13 +110,21 @@ def build_logger(cfg: Mapping, run_dir: Path, run_config: Mapping | None = None)
     raise ValueError(f"unknown logger {name!r}; choose logger=csv, logger=tensorboard, logger=wandb or logger=none")
 
 
+def to_8bit(image: torch.Tensor) -> torch.Tensor:
+    """A (3, H, W) image in [0, 1] as the uint8 values an image file would hold (rounded, not truncated)."""
+    return (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
 def log_image_panel(logger, key: str, images: list[torch.Tensor], captions: list[str], step: int) -> None:
-    """One row of images (first of each batch) to W&B or TensorBoard; other loggers ignore it."""
+    """One row of images (first of each batch) to W&B or TensorBoard; other loggers ignore it.
+
+    Logged as 8-bit: wandb 0.31 turns float images in [0, 1] into all-zero PNGs."""
     from lightning.pytorch import loggers
 
-    first = [img[0].detach().clamp(0, 1).cpu() for img in images]
+    first = [to_8bit(img[0]) for img in images]
     if isinstance(logger, loggers.WandbLogger):
-        logger.log_image(key=key, images=first, caption=captions, step=step)
+        hwc = [img.permute(1, 2, 0).numpy() for img in first]  # wandb.Image reads HWC uint8 arrays as is
+        logger.log_image(key=key, images=hwc, caption=captions, step=step)
     elif isinstance(logger, loggers.TensorBoardLogger):
         for caption, img in zip(captions, first, strict=True):
-            logger.experiment.add_image(f"{key}/{caption}", img, global_step=step)
+            logger.experiment.add_image(f"{key}/{caption}", img, global_step=step)  # CHW uint8: not rescaled

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack
 from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule
 from robust_nic.module import CodecModule
-from robust_nic.trackers import build_logger
+from robust_nic.resume import ResumePoint, SaveOnInterrupt, resume_point
+from robust_nic.run_dir import check_writable
+from robust_nic.trackers import build_logger, logger_dir
 
 log = logging.getLogger(__name__)
 
-# With OnExceptionCheckpoint, Lightning resumes from checkpoints/last.ckpt when it exists (re-running in
-# the same hydra.run.dir continues an interrupted run) and warns when it does not: expected, not news.
-warnings.filterwarnings("ignore", message=r".*was called without a model.*")
-warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
+# Resuming is deliberate here (a run directory's checkpoints are always resumed from, see resume.py), and
+# training batches are random crops (continuing mid-epoch only changes which come next): these warnings are noise.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class BatchProgressBar(TQDMProgressBar):
@@ -33,7 +36,7 @@ class BatchProgressBar(TQDMProgressBar):
         return min(total, self.trainer.max_steps // 2) if self.trainer.max_steps > 0 else total
 
 
-def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_callbacks=()) -> L.Trainer:
+def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_callbacks=(), overrides=None) -> L.Trainer:
     trainer_cfg = settings["trainer"]
     checkpoints = run_dir / "checkpoints"
     callbacks = [
@@ -46,8 +49,8 @@ def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_cal
             save_top_k=1,
             auto_insert_metric_name=False,
         ),
-        # An interrupted run (Ctrl-C, crash) still leaves a checkpoint to resume from.
-        OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+        # An interrupted run (Ctrl-C, crash) still leaves a checkpoint to resume from, if it trained.
+        SaveOnInterrupt(run_dir, overrides),
         *extra_callbacks,
     ]
     if trainer_cfg.get("progress_bar", True):
@@ -74,9 +77,21 @@ def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_cal
     )
 
 
-def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
-    """Fit a codec as configured; returns the final logged metrics. Writes everything under run_dir."""
+def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[str] | None = None) -> dict:
+    """Fit a codec as configured; returns the final logged metrics. Writes everything under run_dir.
+
+    Re-running in the same run_dir continues from its checkpoint with the most training. `overrides`
+    (train.py's command-line overrides) go into the message that says how to continue an interrupted run."""
     settings = resolve(cfg)
+    # Before any work: the outputs can be written, and where training continues from.
+    run_dir = Path(run_dir)
+    start = resume_point(settings.get("ckpt_path"), run_dir / "checkpoints")
+    check_writable(run_dir, run_dir / "checkpoints", *filter(None, [logger_dir(settings["logger"], run_dir)]))
+    max_batches = int(settings["trainer"]["max_steps"])
+    if start is not None and start.batches >= max_batches:
+        return already_trained(run_dir, start, max_batches)
+    if start is not None:
+        log.info("resuming from %s at batch %d", start.path, start.batches)
     L.seed_everything(int(settings.get("seed", 0)), workers=True, verbose=False)
     attack = build_attack(settings.get("attack"))
     val_overrides = {k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None}
@@ -86,10 +101,10 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     datamodule = ImageDataModule(settings["data"])
     monitor = "val/adv/delta_psnr" if attack is not None else "val/rd_loss"
     logger = build_logger(settings["logger"], run_dir, run_config=settings)
-    trainer = build_trainer(settings, run_dir, logger, monitor, extra_callbacks)
+    trainer = build_trainer(settings, run_dir, logger, monitor, extra_callbacks, overrides)
     if trainer.is_global_zero:
         save_settings(settings, run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=settings.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(start.path) if start else None)
     results = {k: float(v) for k, v in trainer.callback_metrics.items()}
     results["steps"] = module.batch_step
     callback = trainer.checkpoint_callback
@@ -101,3 +116,15 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> dict:
     if trainer.is_global_zero:
         write_json(results_file, run_dir / "train_metrics.json")
     return results
+
+
+def already_trained(run_dir: Path, start: ResumePoint, max_batches: int) -> dict:
+    """A finished run re-run as is: say so (not a silent no-op) and return its recorded results."""
+    relation = "=" if start.batches == max_batches else ">"
+    log.warning(
+        "%s: already trained %d batches %s trainer.max_steps (%d; checkpoint %s); raise trainer.max_steps to continue",
+        run_dir, start.batches, relation, max_batches, start.path,
+    )
+    recorded = run_dir / "train_metrics.json"
+    results = json.loads(recorded.read_text()).get("metrics", {}) if recorded.is_file() else {}
+    return results | {"steps": start.batches}
