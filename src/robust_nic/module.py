@@ -132,6 +132,7 @@ class CodecModule(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer, aux_optimizer = self.optimizers()
+        batch_index = self.batch_step  # before the optimizer steps advance it: the eps this batch used
         inputs, targets, adv_count = self.adversarial_batch(batch)
         losses = self.rd_and_consistency(batch, inputs, targets, adv_count)
         aux_loss = self.codec.aux_loss()
@@ -146,7 +147,7 @@ class CodecModule(L.LightningModule):
         self.lr_schedulers().step()
         metrics = {f"train/{k}": v for k, v in losses.items()} | {"train/aux_loss": aux_loss}
         if self.attack is not None:
-            metrics |= {"train/eps": float(self.attack.eps_at(self.batch_step)), "train/adv_fraction": adv_count / batch.shape[0]}
+            metrics |= {"train/eps": float(self.attack.eps_at(batch_index)), "train/adv_fraction": adv_count / batch.shape[0]}
         self.log_dict(metrics, prog_bar=False, batch_size=batch.shape[0])
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=batch.shape[0])
         return losses["loss"]
