@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     job = (lambda: run_study(cfg, run_dir)) if cfg.get("study", {}).get("name", "none") != "none" else (lambda: evaluate(cfg, run_dir))
-    run_job(job, run_dir)
+    run_job(job, run_dir, cfg.get("threads"))
 
 
 if __name__ == "__main__":

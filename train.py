@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # The overrides go into the "to continue, run: ..." message of an interrupted run.
     overrides = list(hydra_cfg.overrides.task)
-    results = run_job(lambda: train(cfg, run_dir, overrides=overrides), run_dir)
+    results = run_job(lambda: train(cfg, run_dir, overrides=overrides), run_dir, cfg.get("threads"))
     # The value Hydra sweepers (Optuna) minimise.
     return results.get(cfg.get("optimized_metric") or "", None) if results else None
 

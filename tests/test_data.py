@@ -136,4 +136,5 @@ def test_images_coded_whole_above_max_pixels_stop_the_run_before_any_work(tmp_pa
     )  # fmt: skip
     # Stopped on the image size, before even looking for the checkpoint.
     assert run.returncode == 2 and "data.max_pixels=100000" in run.stderr, run.stderr[-2000:]
+    assert "torch CPU threads:" in run.stdout + run.stderr  # printed at start
     assert not (tmp_path / "run" / "metrics.json").exists()

@@ -22,12 +22,15 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (CodecError, ConfigError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError, RunDirError)
 
 
-def run_job(job: Callable[[], dict], run_dir: Path | None = None) -> dict:
-    """Run job() as the only job writing into run_dir (a lock file there); a configuration or input mistake,
-    or a run_dir in use by another job, exits with status 2 and a message saying what to do."""
+def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int | None = None) -> dict:
+    """Run job() as the only job writing into run_dir (a lock file there), with `threads` CPU threads
+    (null: OMP_NUM_THREADS, else all cores); a configuration or input mistake, or a run_dir in use by
+    another job, exits with status 2 and a message saying what to do."""
     from robust_nic.run_dir import hold_run_dir
+    from robust_nic.threads import configure_threads
 
     try:
+        configure_threads(threads)
         with hold_run_dir(run_dir):
             return job()
     except user_errors() as err:
