@@ -117,3 +117,19 @@ def test_one_nan_image_fails_the_evaluation_naming_it_after_writing_the_others(
     expected = (float(rows["astronaut.png"]["clean/psnr"]) + float(rows["rocket.jpg"]["clean/psnr"])) / 2
     assert metrics["test/clean/psnr"] == pytest.approx(expected)
     assert not (tmp_path / "results_compressai.json").exists()
+
+
+def test_a_run_that_dies_keeps_the_finished_rows_and_a_partial_metrics_json(
+    tmp_path, photo_dir, checkpoint, small_codec, monkeypatch
+):
+    decode_nan_at(monkeypatch, type(small_codec), 3, error=KeyboardInterrupt)  # Ctrl-C in the third image
+    cfg = compose_config("evaluate", [f"model.checkpoint={checkpoint}", "data=folder", f"data.root={photo_dir}",
+                                      "device=cpu", "save_images=false"])  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(cfg, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "per_image.csv")))
+    assert [r["image"] for r in rows] == ["astronaut.png", "chelsea_70x90.png"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["partial"] is True and "KeyboardInterrupt" in metrics["partial_reason"]
+    assert metrics["test/images"] == 2
+    assert metrics["test/clean/psnr"] == pytest.approx(sum(float(r["clean/psnr"]) for r in rows) / 2)
