@@ -60,7 +60,9 @@ def ms_ssim_scales(side: int) -> int:
     return scales
 
 
-def multiscale_ssim(a: torch.Tensor, b: torch.Tensor, scales: int, window: int = MS_SSIM_WINDOW) -> torch.Tensor:
+def multiscale_ssim(
+    a: torch.Tensor, b: torch.Tensor, scales: int, window: int = MS_SSIM_WINDOW
+) -> torch.Tensor:
     """MS-SSIM per image over the first `scales` scales: pytorch-msssim's computation (its `_ssim` kernel,
     constants and weights; exactly its result for 5 scales), with the weights of fewer scales renormalised
     to sum to 1. pytorch-msssim itself refuses sides under 161 px whatever the weights."""

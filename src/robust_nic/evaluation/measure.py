@@ -10,7 +10,8 @@ from robust_nic.attacks.surrogate import Surrogate
 from robust_nic.coding import Coded
 from robust_nic.metrics import ms_ssim, ms_ssim_db, psnr
 
-PSNR_CAP = 100.0  # bit-identical 8-bit images (MSE exactly 0) have infinite PSNR; capped so averages stay finite
+# Bit-identical 8-bit images (MSE exactly 0, and only they) have infinite PSNR: capped so averages stay finite.
+PSNR_CAP = 100.0
 
 
 class NonFiniteError(RuntimeError):
@@ -76,7 +77,9 @@ def smooth_reconstruction(codec: torch.nn.Module, x: torch.Tensor) -> torch.Tens
         return surrogate(x)["x_hat"]
 
 
-def smooth_delta_psnr(codec: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
+def smooth_delta_psnr(
+    codec: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, smooth: torch.Tensor
+) -> torch.Tensor:
     """delta_psnr through the transforms alone (`smooth` = smooth_reconstruction(codec, x), computed once
     per image). The difference to delta_psnr is what latents pushed across rounding boundaries add
     (bench/damage_sources.py: most of it on small codecs, and what adversarial finetuning there does not remove)."""

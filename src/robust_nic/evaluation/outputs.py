@@ -64,7 +64,12 @@ def save_attack_images(stem: str, x, x_adv, x_hat, x_hat_adv, out_dir: Path, amp
     write_png(x_adv[0], out_dir / "images" / f"{stem}.png")
     perturbation = (0.5 + amplify * (x_adv[0] - x[0])).clamp(0, 1)
     write_png(perturbation, out_dir / "images" / f"{stem}_perturbation_x{amplify:g}.png")
-    panels = [(x, "source"), (x_adv, "adversarial input"), (x_hat, "clean reconstruction"), (x_hat_adv, "attacked reconstruction")]
+    panels = [
+        (x, "source"),
+        (x_adv, "adversarial input"),
+        (x_hat, "clean reconstruction"),
+        (x_hat_adv, "attacked reconstruction"),
+    ]
     figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     for axis, (image, title) in zip(axes, panels, strict=True):
         axis.imshow(image[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy())

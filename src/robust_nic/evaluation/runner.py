@@ -75,7 +75,10 @@ def attack_sources(settings: dict, codec, defense) -> dict[str, torch.nn.Module]
     defense_name = (settings.get("defense") or {}).get("name", "none")
     if defense_name != "none":
         if (settings.get("attack") or {}).get("name") == "noise":
-            log.info("attack=noise is a random baseline that does not adapt to defense=%s: no adaptive rows", defense_name)
+            log.info(
+                "attack=noise is a random baseline that does not adapt to defense=%s: no adaptive rows",
+                defense_name,
+            )
         else:
             sources["adaptive"] = defense
     return sources
@@ -164,7 +167,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
             rows += evaluation.image_rows(index, path, x)
             write_rows_csv(rows, run_dir / "per_image.csv")
         if not rows:
-            raise ImageError(f"none of the {len(files)} test images could be read ({', '.join(skipped)}); see the warnings")
+            raise ImageError(
+                f"none of the {len(files)} test images could be read ({', '.join(skipped)}); see the warnings"
+            )
         broken = nonfinite_images(rows)
         if broken:
             raise NonFiniteError(nonfinite_message(broken, len({r["image"] for r in rows}), run_dir))
