@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import urllib.error
 import urllib.request
 
@@ -138,3 +139,34 @@ def test_images_coded_whole_above_max_pixels_stop_the_run_before_any_work(tmp_pa
     assert run.returncode == 2 and "data.max_pixels=100000" in run.stderr, run.stderr[-2000:]
     assert "torch CPU threads:" in run.stdout + run.stderr  # printed at start
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_training_validation_skips_an_undecodable_image_with_a_warning(tmp_path, photo_dir):
+    """A truncated JPEG passes the folder scan (its header reads) and fails when decoded: validation warns,
+    skips it and validates on the other images; training goes on."""
+    from conftest import FAST, compose_config
+
+    from robust_nic.trackers import read_logged_rows
+    from robust_nic.training import train
+
+    val = tmp_path / "val"
+    val.mkdir()
+    Image.fromarray(photo("coffee.png")[:96, :96]).save(val / "a_coffee.png")
+    Image.fromarray(photo("chelsea.png")[:96, :96]).save(val / "broken.jpg", quality=95)
+    data = (val / "broken.jpg").read_bytes()
+    (val / "broken.jpg").write_bytes(data[: len(data) // 2])
+    Image.fromarray(photo("rocket.jpg")[:96, :96]).save(val / "c_rocket.png")
+
+    args = [*FAST, f"data.root={photo_dir}", f"data.val_root={val}", "trainer.max_steps=2"]
+    with pytest.warns(UserWarning, match="skipping image broken.jpg"):
+        results = train(compose_config("train", args), tmp_path / "run")
+    assert results["steps"] == 2
+    val_rows = [r for r in read_logged_rows(tmp_path / "run") if r.get("val/psnr")]
+    assert len(val_rows) == 1 and math.isfinite(float(val_rows[0]["val/psnr"]))  # the two good images
+
+    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "val_root": str(val), "patch_size": 64})
+    dm.setup("validate")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        assert len(dm.val_set) == 2
+    assert [p.name for p in dm.val_set.paths] == ["a_coffee.png", "c_rocket.png"]
+    assert dm.val_set.skipped == [val / "broken.jpg"]

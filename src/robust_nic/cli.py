@@ -11,15 +11,18 @@ log = logging.getLogger("robust_nic")
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """Exceptions that mean a wrong setting or input (not a bug): shown as one line, exit status 2."""
+    """Exceptions that mean a wrong setting or input (not a bug), or results that cannot be reported (NaN):
+    shown as one line, exit status 2."""
     from robust_nic.attacks import AttackConfigError, ObjectiveError, ProxyError
     from robust_nic.codecs import CodecError
     from robust_nic.config import ConfigError
     from robust_nic.defenses import DefenseError
+    from robust_nic.evaluation.measure import NonFiniteError
     from robust_nic.images import ImageError
     from robust_nic.run_dir import RunDirError
 
-    return (CodecError, ConfigError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError, RunDirError)
+    return (CodecError, ConfigError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError, RunDirError,
+            NonFiniteError)
 
 
 def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int | None = None) -> dict:

@@ -120,27 +120,62 @@ def _usable(paths: list[Path], root) -> list[Path]:
 
 
 class ImageFiles(Dataset):
-    """Whole images (for validation and test), decoded once and kept in memory as 8-bit."""
+    """Whole images (for validation and test, and the sources of training crops), decoded once on first use
+    and kept in memory as 8-bit.
+
+    A file that fails to decode (a truncated JPEG passes the header check of the folder scan) is skipped
+    with a warning and listed in `skipped`: one bad file does not stop a training run's validation.
+    """
 
     def __init__(self, paths: list[Path], cache: bool = True, max_pixels: int = MAX_DECODE_PIXELS):
-        self.paths = list(paths)
+        self.candidates = list(paths)
         self.cache = cache
         self.max_pixels = max_pixels
+        self.skipped: list[Path] = []
+        self._paths: list[Path] | None = None
         self._images: dict[int, torch.Tensor] = {}
+
+    @property
+    def paths(self) -> list[Path]:
+        """The images that decode (all of them are decoded the first time this is asked)."""
+        if self._paths is None:
+            self._paths = self._decodable()
+        return self._paths
+
+    def _decodable(self) -> list[Path]:
+        readable = []
+        for path in self.candidates:
+            try:
+                image = read_image(path, self.max_pixels)
+            except ImageError as err:
+                warnings.warn(f"skipping image {Path(path).name}: {err}", stacklevel=3)
+                self.skipped.append(Path(path))
+                continue
+            if self.cache:
+                self._images[len(readable)] = self._to_8bit(image)
+            readable.append(path)
+        if self.candidates and not readable:
+            raise ImageError(f"none of the {len(self.candidates)} images could be decoded; see the warnings")
+        return readable
+
+    @staticmethod
+    def _to_8bit(image: torch.Tensor) -> torch.Tensor:
+        # Kept as uint8 (a quarter of the memory); every access returns the same 8-bit values.
+        return (image * 255).round().to(torch.uint8)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
         cached = self._images.get(index)
         if cached is not None:
             return cached.float() / 255
-        image = read_image(self.paths[index], self.max_pixels)
-        if not self.cache:
-            return image
-        # Kept as uint8 (a quarter of the memory); every access returns the same 8-bit values.
-        self._images[index] = (image * 255).round().to(torch.uint8)
-        return self._images[index].float() / 255
+        image = read_image(path, self.max_pixels)
+        if self.cache:
+            self._images[index] = self._to_8bit(image)
+            return self._images[index].float() / 255
+        return image
 
 
 class RandomCrops(Dataset):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 
 import lightning as L
@@ -13,7 +12,7 @@ from compressai.models import CompressionModel
 from robust_nic.attacks.surrogate import Surrogate
 from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
-from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics
+from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, not_coded
 from robust_nic.losses import RateDistortionLoss
 
 
@@ -164,7 +163,8 @@ class CodecModule(L.LightningModule):
         if self.attack is not None:
             with torch.inference_mode(False), torch.enable_grad():
                 x_adv = self.val_attack(self.codec, batch.clone())
-            attacked = code(self.codec, x_adv)
+            # A non-finite x_adv is measured as NaN, never entropy-coded (the range coder hangs on NaN).
+            attacked = code(self.codec, x_adv) if torch.isfinite(x_adv).all() else not_coded(x_adv)
             adv = adversarial_metrics(batch, x_adv, clean, attacked)
             metrics |= {f"val/adv/{k}": adv[k] for k in ("delta_psnr", "psnr", "psnr_out", "bpp")}
             # One number for sweepers: clean RD cost plus attacked vulnerability (both lower is better).
@@ -173,10 +173,10 @@ class CodecModule(L.LightningModule):
             if batch_idx == 0:
                 self._log_images(batch, x_adv, clean.x_hat, attacked.x_hat)
         for name, value in metrics.items():
-            # On the module's device: DDP's NCCL all-reduce (sync_dist) cannot reduce CPU tensors.
+            # On the module's device: DDP's NCCL all-reduce (sync_dist) cannot reduce CPU tensors. A NaN is
+            # logged as NaN (never dropped or capped); ModelCheckpoint ranks a NaN monitor value last.
             value = value.float().mean().to(self.device)
-            if not math.isnan(value.item()):
-                self.log(name, value, batch_size=1, sync_dist=True, prog_bar=name in ("val/psnr", "val/adv/delta_psnr"))
+            self.log(name, value, batch_size=1, sync_dist=True, prog_bar=name in ("val/psnr", "val/adv/delta_psnr"))
 
     def _real_rd_loss(self, x: torch.Tensor, coded, ms_ssim: torch.Tensor) -> torch.Tensor:
         """The training objective with the bitstream's bpp: what checkpoint selection should minimise."""

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from robust_nic.attacks.surrogate import Surrogate
 from robust_nic.coding import Coded
 from robust_nic.metrics import ms_ssim, ms_ssim_db, psnr
 
-PSNR_CAP = 100.0  # identical 8-bit images have infinite PSNR; cap so averages stay finite
+# Bit-identical 8-bit images (MSE exactly 0, and only they) have infinite PSNR: capped so averages stay finite.
+PSNR_CAP = 100.0
+
+
+class NonFiniteError(RuntimeError):
+    """A measurement came out NaN or infinite (a broken decode, attack or weights); it is never reported as a
+    number. The message names the images and the stage."""
 
 
 def capped_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return psnr(a, b).clamp(max=PSNR_CAP)
+    """PSNR per image; PSNR_CAP only for bit-identical images (MSE exactly 0). A NaN in either image gives
+    NaN, never the cap."""
+    return psnr(a, b, identical=PSNR_CAP)
+
+
+def not_coded(x: torch.Tensor) -> Coded:
+    """What the coding of a non-finite input measures: NaN everywhere. Such an input is never handed to
+    the entropy coder (CompressAI's range coder never returns on NaN latents: measured, a hang)."""
+    nan = torch.full((x.shape[0],), math.nan, dtype=torch.float64)
+    return Coded(torch.full_like(x, math.nan), nan, nan.clone(), 0.0, 0.0, [], None)
 
 
 def clean_metrics(x: torch.Tensor, coded: Coded) -> dict[str, torch.Tensor]:
@@ -60,7 +77,9 @@ def smooth_reconstruction(codec: torch.nn.Module, x: torch.Tensor) -> torch.Tens
         return surrogate(x)["x_hat"]
 
 
-def smooth_delta_psnr(codec: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
+def smooth_delta_psnr(
+    codec: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, smooth: torch.Tensor
+) -> torch.Tensor:
     """delta_psnr through the transforms alone (`smooth` = smooth_reconstruction(codec, x), computed once
     per image). The difference to delta_psnr is what latents pushed across rounding boundaries add
     (bench/damage_sources.py: most of it on small codecs, and what adversarial finetuning there does not remove)."""

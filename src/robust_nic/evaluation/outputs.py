@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -15,22 +16,32 @@ from robust_nic.images import write_png  # noqa: E402
 
 
 def write_rows_csv(rows: list[dict], path: Path) -> Path:
-    """One row per image (and attack setting); columns are the union of all keys, in first-seen order."""
+    """One row per image (and attack setting); columns are the union of all keys, in first-seen order.
+
+    Written to a temporary file, flushed to disk and renamed over `path`: evaluate.py rewrites the file
+    after every image, and a run killed at any moment leaves the last complete version."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    partial = path.with_name(f".{path.name}.part")
+    with partial.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
     return path
 
 
 def mean_of(rows: list[dict], key: str) -> float:
-    """Mean over rows of finite values (NaN when none: e.g. MS-SSIM of images too small for it)."""
-    values = [float(r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(float(r[key]))]
-    return sum(values) / len(values) if values else float("nan")
+    """Mean of `key` over the rows that have it; NaN when none has it or when any value is NaN or infinite
+    (a broken measurement is never averaged away: callers leave out the rows they mean to leave out)."""
+    values = [float(r[key]) for r in rows if r.get(key) is not None]
+    if not values or not all(math.isfinite(v) for v in values):
+        return float("nan")
+    return sum(values) / len(values)
 
 
 def compressai_results(name: str, description: str, clean: dict[str, float]) -> dict:
@@ -53,7 +64,12 @@ def save_attack_images(stem: str, x, x_adv, x_hat, x_hat_adv, out_dir: Path, amp
     write_png(x_adv[0], out_dir / "images" / f"{stem}.png")
     perturbation = (0.5 + amplify * (x_adv[0] - x[0])).clamp(0, 1)
     write_png(perturbation, out_dir / "images" / f"{stem}_perturbation_x{amplify:g}.png")
-    panels = [(x, "source"), (x_adv, "adversarial input"), (x_hat, "clean reconstruction"), (x_hat_adv, "attacked reconstruction")]
+    panels = [
+        (x, "source"),
+        (x_adv, "adversarial input"),
+        (x_hat, "clean reconstruction"),
+        (x_hat_adv, "attacked reconstruction"),
+    ]
     figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     for axis, (image, title) in zip(axes, panels, strict=True):
         axis.imshow(image[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy())

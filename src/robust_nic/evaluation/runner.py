@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -17,8 +21,10 @@ from robust_nic.config import codec_from_settings, resolve, save_settings, write
 from robust_nic.data import split_files
 from robust_nic.defenses import build_defense
 from robust_nic.evaluation.measure import (
+    NonFiniteError,
     adversarial_metrics,
     clean_metrics,
+    not_coded,
     smooth_delta_psnr,
     smooth_reconstruction,
 )
@@ -29,7 +35,8 @@ from robust_nic.evaluation.outputs import (
     save_attack_images,
     write_rows_csv,
 )
-from robust_nic.images import read_image
+from robust_nic.images import ImageError, read_image
+from robust_nic.metrics import ms_ssim_scales
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +69,75 @@ def load_eval_codec(settings: dict, device: torch.device):
 
 def attack_sources(settings: dict, codec, defense) -> dict[str, torch.nn.Module]:
     """Which module each attack row is crafted on: the bare codec (`adv`, transferred to any defense)
-    and, for a real defense, the defense itself (`adaptive`: the attacker knows the defense)."""
+    and, for a real defense, the defense itself (`adaptive`: the attacker knows the defense). The random
+    noise baseline does not adapt to anything: it gets no adaptive rows (they would be copies)."""
     sources = {"adv": codec}
-    if settings.get("defense", {}).get("name", "none") != "none":
-        sources["adaptive"] = defense
+    defense_name = (settings.get("defense") or {}).get("name", "none")
+    if defense_name != "none":
+        if (settings.get("attack") or {}).get("name") == "noise":
+            log.info(
+                "attack=noise is a random baseline that does not adapt to defense=%s: no adaptive rows",
+                defense_name,
+            )
+        else:
+            sources["adaptive"] = defense
     return sources
 
 
+@dataclass
+class Evaluation:
+    """What every test image goes through: the real coding through `defense`, and per budget each attack
+    source's example coded the same way."""
+
+    settings: dict
+    codec: torch.nn.Module
+    defense: torch.nn.Module
+    attack: object | None
+    budgets: list[float]
+    sources: dict[str, torch.nn.Module]
+    files: list[Path]
+    run_dir: Path
+
+    @property
+    def split_damage(self) -> bool:
+        # Undefended runs also split the damage into the transforms' share and the rounding flips'.
+        return (self.settings.get("defense") or {}).get("name", "none") == "none"
+
+    def image_rows(self, index: int, path: Path, x: torch.Tensor) -> list[dict]:
+        """One row per budget (one in all without an attack); non-finite measurements are NaN."""
+        clean = self.defense.code(x)
+        base = {"image": path.name} | numbers("clean", clean_metrics(x, clean))
+        base["ms_ssim_scales"] = ms_ssim_scales(min(x.shape[-2:]))
+        if self.attack is None:
+            return [base]
+        target = _attack_target(self.settings, self.files, index, x)
+        smooth = smooth_reconstruction(self.codec, x) if self.split_damage else None
+        rows = []
+        for eps in self.budgets:
+            row = base | {"eps": eps}
+            results = {
+                kind: attack_and_measure(self.attack.with_eps(eps), source, self.defense, x, clean, target)
+                for kind, source in self.sources.items()
+            }
+            if "adaptive" in results:
+                results["adaptive"] = strongest_of(results["adaptive"], results["adv"])
+            for kind, (x_adv, attacked, metrics) in results.items():
+                if smooth is not None:
+                    metrics["delta_psnr_smooth"] = smooth_delta_psnr(self.codec, x, x_adv, smooth)
+                row |= numbers(kind, metrics)
+                if self.settings.get("save_images", True) and torch.isfinite(x_adv).all():
+                    stem = f"{path.stem}_eps{eps:g}_{kind}"
+                    save_attack_images(stem, x, x_adv, clean.x_hat, attacked.x_hat, self.run_dir)
+            rows.append(row)
+        return rows
+
+
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
-    """Evaluate a codec (with an optional defense and attack) on the test images; returns metrics.json."""
+    """Evaluate a codec (with an optional defense and attack) on the test images; returns metrics.json.
+
+    per_image.csv is rewritten after every image. An image that cannot be decoded is skipped with a warning
+    (listed in metrics.json); a run that stops (error, Ctrl-C, non-finite results) leaves its finished rows
+    and a metrics.json marked partial, with the reason."""
     settings = resolve(cfg)
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
@@ -84,34 +151,36 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     files = files[:limit] if limit else files
     budgets = eps_values(settings["attack"]) if attack is not None else []
     sources = attack_sources(settings, codec, defense)
-    # Undefended runs also split the damage into the transforms' share and the rounding flips'.
-    split_damage = "adaptive" not in sources
-    save_images = bool(settings.get("save_images", True))
+    evaluation = Evaluation(settings, codec, defense, attack, budgets, sources, files, run_dir)
+    max_pixels = int(settings["data"].get("max_pixels") or 64e6)
 
-    rows = []
-    for index, path in enumerate(tqdm(files, desc="images", unit="img")):
-        x = read_image(path, int(settings["data"].get("max_pixels") or 64e6))[None].to(device)
-        clean = defense.code(x)
-        base = {"image": path.name} | {f"clean/{k}": float(v[0]) for k, v in clean_metrics(x, clean).items()}
-        if attack is None:
-            rows.append(base)
-            continue
-        target = _attack_target(settings, files, index, x)
-        smooth = smooth_reconstruction(codec, x) if split_damage else None
-        for eps in budgets:
-            row = base | {"eps": eps}
-            for kind, source in sources.items():
-                x_adv, attacked, metrics = attack_and_measure(attack.with_eps(eps), source, defense, x, clean, target)
-                if smooth is not None:
-                    metrics["delta_psnr_smooth"] = smooth_delta_psnr(codec, x, x_adv, smooth)
-                row |= {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
-                if save_images:
-                    stem = f"{path.stem}_eps{eps:g}_{kind}"
-                    save_attack_images(stem, x, x_adv, clean.x_hat, attacked.x_hat, run_dir)
-            rows.append(row)
+    rows: list[dict] = []
+    skipped: list[str] = []
+    try:
+        for index, path in enumerate(tqdm(files, desc="images", unit="img")):
+            try:
+                x = read_image(path, max_pixels)[None].to(device)
+            except ImageError as err:
+                warnings.warn(f"skipping test image {path.name}: {err}", stacklevel=2)
+                skipped.append(path.name)
+                continue
+            rows += evaluation.image_rows(index, path, x)
+            write_rows_csv(rows, run_dir / "per_image.csv")
+        if not rows:
+            raise ImageError(
+                f"none of the {len(files)} test images could be read ({', '.join(skipped)}); see the warnings"
+            )
+        broken = nonfinite_images(rows)
+        if broken:
+            raise NonFiniteError(nonfinite_message(broken, len({r["image"] for r in rows}), run_dir))
+    except BaseException as err:
+        reason = str(err) if isinstance(err, NonFiniteError) else f"stopped by {type(err).__name__}: {err}"
+        finished = [r for r in rows if r["image"] not in nonfinite_images(rows)]
+        write_json(results_summary(finished, budgets, skipped) | {"partial": True, "partial_reason": reason},
+                   run_dir / "metrics.json")  # fmt: skip
+        raise
 
-    metrics = summarize_rows(rows, budgets)
-    write_rows_csv(rows, run_dir / "per_image.csv")
+    metrics = results_summary(rows, budgets, skipped)
     write_json(metrics, run_dir / "metrics.json")
     name = f"{settings['model']['name']}-q{settings['model']['quality']}"
     clean_means = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/clean/")}
@@ -128,25 +197,94 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     return metrics
 
 
+def numbers(kind: str, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """`kind/name` -> the first image's value; anything not finite is written as NaN, never a number."""
+    values = {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
+    return {k: v if math.isfinite(v) else math.nan for k, v in values.items()}
+
+
 def attack_and_measure(attack, source, coder, x, clean, target: dict | None = None):
     """Craft x_adv on `source` (codec or defense), code it with `coder`, measure the damage.
 
-    Returns (x_adv, attacked Coded, per-image metrics incl. attack_s)."""
+    Returns (x_adv, attacked Coded, per-image metrics incl. attack_s). A non-finite x_adv is not an image:
+    it is measured as NaN, never handed to the entropy coder."""
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     sync()
     start = time.perf_counter()
     x_adv = attack(source, x, **(target or {}))
     sync()
     seconds = time.perf_counter() - start
-    attacked = coder.code(x_adv)
+    attacked = coder.code(x_adv) if torch.isfinite(x_adv).all() else not_coded(x_adv)
     metrics = adversarial_metrics(x, x_adv, clean, attacked)
     metrics["attack_s"] = torch.full_like(metrics["bpp"], seconds / x.shape[0])
     return x_adv, attacked, metrics
 
 
+def strongest_of(adaptive: tuple, transferred: tuple) -> tuple:
+    """Per image, the adaptive attack's result or the transferred example's, whichever damages the real
+    bitstream through the defense more (delta_psnr). An attacker who knows the defense can always also try
+    the transferred example, and the adaptive attack picks its iterates through a proxy that can miss (one
+    image measured 11.3 dB adaptive vs 13.9 dB transferred). `from_transfer` (0/1) says which was kept;
+    `attack_s` counts both attacks."""
+    (a_x, a_coded, a_metrics), (t_x, t_coded, t_metrics) = adaptive, transferred
+    take = t_metrics["delta_psnr"] > a_metrics["delta_psnr"]  # NaN compares False: a broken result stays
+
+    def pick(t, a):
+        return torch.where(take.to(a.device).view(-1, *[1] * (a.dim() - 1)), t, a)
+
+    metrics = {k: pick(t_metrics[k], a_metrics[k]) for k in a_metrics}
+    metrics["attack_s"] = a_metrics["attack_s"] + t_metrics["attack_s"]
+    metrics["from_transfer"] = take.double()
+    return pick(t_x, a_x), dataclasses.replace(a_coded, x_hat=pick(t_coded.x_hat, a_coded.x_hat)), metrics
+
+
+def nonfinite_images(rows: list[dict]) -> dict[str, str]:
+    """image -> where its measurements broke: `clean decode` (everything after depends on it), else per
+    attack kind `<kind> attack` (the adversarial example itself is not finite) or `<kind> attacked decode`."""
+    broken: dict[str, dict[str, None]] = {}
+    for row in rows:
+        by_kind: dict[str, list[str]] = {}
+        for key, value in row.items():
+            if "/" in key and not math.isfinite(value):
+                by_kind.setdefault(key.split("/", 1)[0], []).append(key)
+        if not by_kind:
+            continue
+        if "clean" in by_kind:
+            stages = {"clean decode": by_kind["clean"]}
+        else:
+            eps = f" at eps {row['eps']:g}" if "eps" in row else ""
+            stages = {
+                f"{kind} {'attack' if f'{kind}/psnr_in' in keys else 'attacked decode'}{eps}": keys
+                for kind, keys in by_kind.items()
+            }
+        for stage, keys in stages.items():
+            shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+            broken.setdefault(row["image"], {})[f"{stage} ({shown})"] = None
+    return {image: "; ".join(stages) for image, stages in broken.items()}
+
+
+def nonfinite_message(broken: dict[str, str], images: int, run_dir: Path) -> str:
+    where = "; ".join(f"{image}: {stages}" for image, stages in broken.items())
+    return (
+        f"non-finite results (NaN/inf) for {len(broken)} of {images} images, not reported as numbers: {where}. "
+        f"The other images' rows are in {run_dir / 'per_image.csv'} and metrics.json is marked partial. "
+        "A NaN decode on a GPU can be an entropy-coder desync (re-run with device=cpu); else check the codec's weights."
+    )
+
+
+def results_summary(rows: list[dict], budgets: list[float], skipped: list[str]) -> dict:
+    """metrics.json: the means of `rows` (summarize_rows), the fewest MS-SSIM scales any image used, and the
+    test images skipped as unreadable (a count, and their names under the non-metric key `skipped`)."""
+    metrics = summarize_rows(rows, budgets) if rows else {"test/images": 0.0}
+    scales = [r["ms_ssim_scales"] for r in rows if "ms_ssim_scales" in r]
+    if scales:
+        metrics["test/ms_ssim_scales"] = float(min(scales))
+    return metrics | {"test/skipped_images": float(len(skipped)), "skipped": list(skipped)}
+
+
 def summarize_rows(rows: list[dict], budgets: list[float]) -> dict[str, float]:
     """Flat means: `test/clean/*`; `test/adv/*` (and `test/adaptive/*`) for one budget, or
-    `test/adv/eps_<eps>/*` per budget when several are evaluated in one run."""
+    `test/adv/eps_<eps>/*` per budget when several are evaluated in one run. A mean over a NaN is NaN."""
     metrics: dict[str, float] = {}
     unique = {r["image"]: r for r in rows}.values()  # clean metrics once per image
     for key in [k for k in rows[0] if k.startswith("clean/")]:
@@ -162,11 +300,20 @@ def summarize_rows(rows: list[dict], budgets: list[float]) -> dict[str, float]:
 
 
 def _attack_target(settings: dict, files: list[Path], index: int, x: torch.Tensor) -> dict:
-    """Targeted attacks aim at attack.target_image, or else the next test image (resized to x)."""
+    """Targeted attacks aim at attack.target_image, or else the next readable test image (resized to x)."""
     attack_cfg = settings["attack"]
     if attack_cfg.get("objective") != "targeted":
         return {}
-    path = attack_cfg.get("target_image") or files[(index + 1) % len(files)]
-    target = read_image(path)[None].to(x.device)
+    if attack_cfg.get("target_image"):
+        target = read_image(attack_cfg["target_image"])
+    else:
+        target = None
+        for path in files[index + 1 :] + files[: index + 1]:  # ends with the image itself
+            try:
+                target = read_image(path)
+                break
+            except ImageError:
+                continue  # skipped (with its warning) where it is evaluated
+    target = target[None].to(x.device)
     target = torch.nn.functional.interpolate(target, size=x.shape[-2:], mode="bicubic", align_corners=False)
     return {"target": target.clamp(0, 1)}
