@@ -133,3 +133,18 @@ def test_a_run_that_dies_keeps_the_finished_rows_and_a_partial_metrics_json(
     assert metrics["partial"] is True and "KeyboardInterrupt" in metrics["partial_reason"]
     assert metrics["test/images"] == 2
     assert metrics["test/clean/psnr"] == pytest.approx(sum(float(r["clean/psnr"]) for r in rows) / 2)
+
+
+class NaNDecoderAlways(NaNDecoderAtValidation):
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.which = len(self.global_steps)  # every validation
+        super().on_validation_epoch_start(trainer, pl_module)
+
+
+def test_only_nan_validations_leave_no_best_checkpoint(tmp_path, photo_dir):
+    """Lightning would still save the first NaN validation as "best" (fewer than save_top_k saved)."""
+    args = [*FAST, f"data.root={photo_dir}", "trainer.val_check_interval=2"]
+    train(compose_config("train", args), tmp_path, extra_callbacks=[NaNDecoderAlways(0)])
+    assert not list((tmp_path / "checkpoints").glob("best-*.ckpt"))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()  # the training itself is kept
+    assert not json.loads((tmp_path / "train_metrics.json").read_text())["best_checkpoint"]

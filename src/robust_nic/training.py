@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
@@ -36,11 +37,27 @@ class BatchProgressBar(TQDMProgressBar):
         return min(total, self.trainer.max_steps // 2) if self.trainer.max_steps > 0 else total
 
 
+class FiniteModelCheckpoint(ModelCheckpoint):
+    """Keeps the best checkpoint by the monitored value, never by a NaN/inf one.
+
+    Lightning ranks NaN as the worst value, yet still saves it while fewer than save_top_k checkpoints
+    exist: with every validation NaN, the "best" checkpoint would be a broken model.
+    """
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
+        value = monitor_candidates.get(self.monitor) if self.monitor else None
+        if value is not None and not torch.isfinite(torch.as_tensor(value)).all():
+            log.warning("%s is %s at step %d: not a candidate for the best checkpoint", self.monitor,
+                        float(value), trainer.global_step)  # fmt: skip
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+
 def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_callbacks=(), overrides=None) -> L.Trainer:
     trainer_cfg = settings["trainer"]
     checkpoints = run_dir / "checkpoints"
     callbacks = [
-        ModelCheckpoint(
+        FiniteModelCheckpoint(
             dirpath=checkpoints,
             filename="best-{step}",
             monitor=monitor,
