@@ -128,7 +128,10 @@ def test_noise_study_table_has_one_row_per_budget(checkpoints, photo_dir, tmp_pa
         assert {f"{kind}/delta_psnr", f"{kind}/psnr_in"} <= set(table[0])
     for row in table:  # noise uses the whole budget (input PSNR at the bound, up to 8-bit rounding)
         assert float(row["noise/psnr_in"]) == pytest.approx(float(row["psnr_in_bound"]), abs=0.5)
-    assert len(read_csv(tmp_path / "noise_per_image.csv")) == 2 * 2
+    per_image = read_csv(tmp_path / "noise_per_image.csv")
+    assert len(per_image) == 2 * 2
+    for row in per_image:  # the adaptive attack is never weaker than the transferred one, per image
+        assert float(row["adaptive/delta_psnr"]) >= float(row["adv/delta_psnr"])
     assert (tmp_path / "noise_vs_attack.png").is_file()
     assert "test/noise/eps_0.01/delta_psnr" in metrics
 

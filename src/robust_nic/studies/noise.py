@@ -17,7 +17,7 @@ from robust_nic.config import ConfigError, write_json
 from robust_nic.defenses import Defense, build_defense
 from robust_nic.evaluation.measure import clean_metrics
 from robust_nic.evaluation.outputs import mean_of, plot_delta_psnr_vs_eps, write_rows_csv
-from robust_nic.evaluation.runner import attack_and_measure, attack_sources, summarize_rows
+from robust_nic.evaluation.runner import attack_and_measure, attack_sources, strongest_of, summarize_rows
 from robust_nic.studies.inputs import prepare, required_attack
 from robust_nic.studies.manifest import write_manifest
 
@@ -52,8 +52,13 @@ def noise_vs_attack(
         for mse in mse_levels:
             eps = math.sqrt(mse)
             row = base | {"eps": eps, "mse": mse}
-            for kind, (attack, source) in attacks.items():
-                _, _, metrics = attack_and_measure(attack.with_eps(eps), source, coder, x, clean)
+            results = {
+                kind: attack_and_measure(attack.with_eps(eps), source, coder, x, clean)
+                for kind, (attack, source) in attacks.items()
+            }
+            if "adaptive" in results and "adv" in results:  # never weaker than the transferred attack
+                results["adaptive"] = strongest_of(results["adaptive"], results["adv"])
+            for kind, (_, _, metrics) in results.items():
                 row |= {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
             rows.append(row)
     return rows
