@@ -119,15 +119,18 @@ class LatentRecorder:
         self.phase = "idle"
 
     def __enter__(self) -> LatentRecorder:
+        self.saved = []  # earlier instance-level patches (e.g. an attack's proxy) come back on exit
         for name, model in self.models.items():
+            self.saved.append((model, {k: model.__dict__[k] for k in ("quantize", "dequantize") if k in model.__dict__}))
             model.quantize = self._quantize(name, model.quantize)
             model.dequantize = self._dequantize(name, model.dequantize)
         return self
 
     def __exit__(self, *exc) -> None:
-        for model in self.models.values():
+        for model, own in self.saved:
             for method in ("quantize", "dequantize"):
                 model.__dict__.pop(method, None)
+            model.__dict__.update(own)
 
     def _quantize(self, name, original):
         def quantize(inputs, mode, means=None):
@@ -179,17 +182,18 @@ class LatentRecorder:
 
 
 @torch.no_grad()
-def code(codec: CompressionModel, x: torch.Tensor, update: bool = False) -> Coded:
+def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, deterministic: bool = True) -> Coded:
     """Code a batch of [0,1] images (rounded to 8 bits first) with the real entropy coder.
 
     The codec is used in eval mode and its mode is restored afterwards. `update=True` rebuilds the
     CDFs (call it once after the weights change; validation does). Coding runs with deterministic
-    kernels, and the decoded latents are checked against the encoded ones (CodingMismatchError).
+    kernels (`deterministic=False` keeps the process's settings: for measuring what that prevents), and the
+    decoded latents are checked against the encoded ones (CodingMismatchError).
     """
     was_training = codec.training
     codec.eval()
     try:
-        with deterministic_kernels():
+        with deterministic_kernels() if deterministic else contextlib.nullcontext():
             if update:
                 codec.update(force=True)
             else:
