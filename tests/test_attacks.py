@@ -24,7 +24,7 @@ from robust_nic.attacks import (
     build_attack,
     patched_quantize,
 )
-from robust_nic.attacks.objectives import ms_ssim_loss
+from robust_nic.attacks.objectives import Objective, ms_ssim_loss
 from robust_nic.coding import bpp_from_likelihoods, code, forward_padded
 from robust_nic.metrics import mse_per_image, to_8bit
 
@@ -331,6 +331,18 @@ def test_ms_ssim_distance_and_source_reference(codec, photo, overrides):
     attacked, baseline = damage(x_adv) - damage(x), damage(noisy) - damage(x)
     assert torch.isfinite(attacked).all() and torch.isfinite(baseline).all()
     assert (attacked > 5 * baseline.abs()).all() and (attacked > 1e-3).all(), (attacked, baseline)
+
+
+def test_distortion_scores_what_the_decoder_outputs():
+    """The real decoder clamps to [0, 1]: pixels pushed past 1 score no more than 1 does."""
+    goal = torch.full((1, 3, 8, 8), 0.9)
+    beyond = {"x_hat": torch.full((1, 3, 8, 8), 1.4), "likelihoods": None}
+    mse = Objective("distortion", "source", "mse")
+    assert torch.allclose(mse.score(beyond, goal), torch.tensor([0.01]))  # (1.0 - 0.9)^2, not 0.5^2
+    # The clean reconstruction (the recon reference) is compared as decoded too.
+    assert torch.equal(Objective().goal(goal, torch.full_like(goal, 1.2)), torch.ones_like(goal))
+    targeted = Objective("targeted", "recon", "mse")
+    assert torch.allclose(targeted.score(beyond, torch.ones_like(goal)), torch.tensor([0.0]))
 
 
 def test_targeted_moves_towards_target(codec, photo):

@@ -30,10 +30,11 @@ def test_attack_evaluation_writes_metrics_images_and_figures(tmp_path, photo_dir
     for key in ("test/clean/bpp", "test/clean/psnr", "test/adv/psnr_in", "test/adv/psnr_out", "test/adv/delta_psnr",
                 "test/adv/psnr", "test/adv/ms_ssim_db_delta", "test/adv/bpp", "test/adv/delta_bpp_pct", "test/adv/attack_s"):
         assert key in metrics, key
-    assert metrics["test/adv/psnr_in"] >= 40 - 1e-6  # eps=0.01 RMS is 40 dB, after 8-bit rounding
+    # eps=0.01 RMS is 40 dB, after 8-bit rounding; an attack that did nothing (capped 100 dB) or NaN fails
+    assert 40 - 1e-6 <= metrics["test/adv/psnr_in"] < 50
     assert metrics["test/adv/delta_psnr"] > 0  # the attack is amplified by the codec
     rows = list(csv.DictReader(open(tmp_path / "per_image.csv")))
-    assert len(rows) == 2 and all(float(r["adv/psnr_in"]) >= 40 - 1e-6 for r in rows)
+    assert len(rows) == 2 and all(40 - 1e-6 <= float(r["adv/psnr_in"]) < 50 for r in rows)
     assert len(list((tmp_path / "figures").glob("*.png"))) == 2
     assert len(list((tmp_path / "images").glob("*_adv.png"))) == 2  # <image>_eps<eps>_adv.png
     results = json.loads((tmp_path / "results_compressai.json").read_text())
@@ -93,4 +94,4 @@ def test_evaluate_cli_clean_run(tmp_path, photo_dir, checkpoint):
 def test_targeted_evaluation_aims_at_the_next_image(tmp_path, photo_dir, checkpoint):
     metrics = run_eval(tmp_path, photo_dir, checkpoint, "attack=pgd", "attack.steps=3", "attack.objective=targeted",
                        "max_images=1", "save_images=false")
-    assert metrics["test/adv/psnr_in"] >= 40 - 1e-6 and metrics["test/adv/delta_psnr"] > 0
+    assert 40 - 1e-6 <= metrics["test/adv/psnr_in"] < 50 and metrics["test/adv/delta_psnr"] > 0
