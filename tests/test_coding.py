@@ -83,3 +83,86 @@ def test_compressai_eval_model_reproduces_our_numbers(small_codec, tmp_path):
     theirs = json.loads(out.stdout[out.stdout.index("{"):])["results"]
     assert abs(theirs["bpp"][0] - ours.bpp.item()) < 1e-9
     assert abs(theirs["psnr-rgb"][0] - psnr(x, ours.x_hat).item()) < 1e-3
+
+
+class DecoderSidePerturbation:
+    """Adds `offset` to the hyperprior synthesis (h_s) output during decompress only.
+
+    This is what non-deterministic GPU kernels do: the decoder's entropy parameters differ from the ones
+    the encoder used, and the real range decoder reads the bitstream with the wrong CDFs.
+    """
+
+    def __init__(self, codec, offset: float, from_channel: int = 0):
+        self.codec, self.active = codec, False
+        self.hook = codec.h_s.register_forward_hook(lambda m, i, out: self.perturb(out, offset, from_channel))
+        original = codec.decompress
+
+        def decompress(*args):
+            self.active = True
+            try:
+                return original(*args)
+            finally:
+                self.active = False
+
+        codec.decompress = decompress
+
+    def perturb(self, out, offset, from_channel):
+        if not self.active:
+            return out
+        return torch.cat([out[:, :from_channel], out[:, from_channel:] + offset], 1)
+
+    def remove(self):
+        self.hook.remove()
+        del self.codec.decompress
+
+
+def test_decoder_side_desync_raises_and_names_the_cure(small_codec):
+    import pytest
+
+    from robust_nic.codecs import build_codec
+    from robust_nic.coding import CodingMismatchError
+
+    x = odd_image()
+    expected = code(small_codec, x)  # the normal path passes the self-check
+    perturbation = DecoderSidePerturbation(small_codec, offset=0.5)
+    try:
+        with pytest.raises(CodingMismatchError, match=r"desynchronised in 'gaussian_conditional'.*device=cpu"):
+            code(small_codec, x)
+    finally:
+        perturbation.remove()
+    assert torch.equal(code(small_codec, x).x_hat, expected.x_hat)
+
+    torch.manual_seed(0)
+    mean_scale = build_codec("mbt2018-mean", 3, channels=[16, 24]).eval()
+    code(mean_scale, x[..., :64, :64], update=True)
+    # Offsetting only the means (the second half of h_s's channels) decodes the same symbols into
+    # different latents: caught too.
+    DecoderSidePerturbation(mean_scale, offset=0.01, from_channel=24)
+    with pytest.raises(CodingMismatchError, match="latents of 'gaussian_conditional' differ"):
+        code(mean_scale, x[..., :64, :64])
+
+
+def test_coding_runs_with_deterministic_kernels_and_restores_the_flags(small_codec):
+    import pytest
+
+    from robust_nic.coding import deterministic_kernels
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = False, True, True, True
+        seen = []
+        hook = small_codec.h_s.register_forward_hook(
+            lambda *_: seen.append((cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32))
+        )
+        try:
+            code(small_codec, odd_image())
+        finally:
+            hook.remove()
+        assert seen and all(flags == (True, False, False, False) for flags in seen)
+        assert (cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32) == (False, True, True, True)
+        with pytest.raises(KeyError), deterministic_kernels():
+            raise KeyError("boom")
+        assert (cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32) == (False, True, True, True)
+    finally:
+        cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved

@@ -9,9 +9,10 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, compose_config, train_small_codec
+from conftest import ROOT, compose_config, photo, train_small_codec
 from omegaconf import OmegaConf
 
+from robust_nic.attacks.budget import Budget
 from robust_nic.codecs import export_codec, load_codec_checkpoint
 from robust_nic.coding import code
 from robust_nic.config import ConfigError
@@ -19,6 +20,7 @@ from robust_nic.defenses import build_defense
 from robust_nic.evaluation.measure import clean_metrics
 from robust_nic.evaluation.runner import evaluate
 from robust_nic.images import read_image
+from robust_nic.metrics import psnr
 from robust_nic.studies import run_study
 from robust_nic.studies.recompression import recompress
 from robust_nic.studies.transfer import apply_perturbation, fit_perturbation
@@ -88,7 +90,30 @@ def test_fit_perturbation_crops_tiles_and_resizes():
         fit_perturbation(delta, (2, 2), "stretch")
     x = torch.rand(1, 3, 5, 5).mul(255).round() / 255
     x_adv = (x + torch.randn_like(x) / 50).clamp(0, 1).mul(255).round() / 255
-    assert torch.equal(apply_perturbation(x, x_adv - x), x_adv)  # same image: the attack itself
+    budget = Budget("rms", eps=1.0)
+    assert torch.equal(apply_perturbation(x, x_adv - x, budget), x_adv)  # same image: the attack itself
+
+
+@pytest.mark.parametrize("fit", ["crop", "resize"])
+def test_transferred_perturbation_keeps_the_budget_on_its_target(fit):
+    """A perturbation concentrated in the centre of a large source is 4x stronger on a small target's
+    centre crop (28 dB instead of 40 dB before the fix); on the target it must still satisfy the budget."""
+    eps = 0.01  # rms, i.e. psnr_in >= 40 dB
+    budget = Budget("rms", eps=eps)
+    source = torch.from_numpy(photo("coffee.png")[:64, :64].copy()).permute(2, 0, 1)[None].float() / 255
+    target = torch.from_numpy(photo("chelsea.png")[100:116, 100:116].copy()).permute(2, 0, 1)[None].float() / 255
+    delta = torch.zeros_like(source)
+    signs = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5
+    delta[..., 24:40, 24:40] = torch.where(signs, 1.0, -1.0)
+    source_adv = budget.round(source, source + delta * eps * 4)  # in budget on the source
+    assert budget.within(source, source_adv).all()
+    target_adv = apply_perturbation(target, source_adv - source, budget, fit)
+    moved = target_adv - target
+    assert torch.equal(target_adv, (target_adv * 255).round() / 255)  # 8-bit
+    assert torch.isfinite(moved).all() and budget.within(target, target_adv).all()
+    assert (moved.pow(2).mean().sqrt() <= eps + 1e-6).item() and psnr(target, target_adv).item() >= 40 - 1e-4
+    if fit == "crop":  # projected (to whole 8-bit levels), not thrown away
+        assert moved.pow(2).mean().sqrt() > 0.5 * eps
 
 
 def test_transfer_matrices_have_the_right_shape_and_diagonal(checkpoints, photo_dir, tmp_path):

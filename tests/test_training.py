@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,16 +91,55 @@ def test_tensorboard_logger(tmp_path, photo_dir):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
+# train.py with one extra callback: every rank writes a hash of each crop it trains on (and attacks)
+# and its own train/adv_fraction to shards/rank<R>.jsonl.
+DDP_SCRIPT = """
+import hashlib, json, sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+
+
+class ShardRecorder(L.Callback):
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        crops = [hashlib.sha1(crop.cpu().numpy().tobytes()).hexdigest() for crop in batch]
+        adv = float(trainer.callback_metrics["train/adv_fraction"])
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"rank{trainer.global_rank}.jsonl", "a") as handle:
+            handle.write(json.dumps({"batch": batch_idx, "crops": crops, "adv_fraction": adv}) + "\\n")
+
+
+@hydra.main(version_base="1.3", config_path=sys.argv.pop(1), config_name="train")
+def main(cfg):
+    from robust_nic.cli import run_job
+    from robust_nic.training import train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_job(lambda: train(cfg, run_dir, extra_callbacks=[ShardRecorder(run_dir / "shards")]))
+
+
+if __name__ == "__main__":  # guard needed by ddp_spawn
+    main()
+"""
+
+
 def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
-    """2 gloo processes, each attacking its own shard in the inner loop (with the consistency term);
-    only rank 0 writes."""
+    """2 gloo processes, each attacking its own shard of distinct crops in the inner loop (with the
+    consistency term); only rank 0 writes."""
     run_dir = tmp_path / "ddp"
+    script = tmp_path / "train_recording_shards.py"
+    script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, "train.py", "trainer=ddp_cpu", *FAST, "trainer.accelerator=cpu",
+        [sys.executable, str(script), str(ROOT / "conf"), "trainer=ddp_cpu", *FAST, "trainer.accelerator=cpu",
          f"data.root={photo_dir}", f"hydra.run.dir={run_dir}", "attack=pgd", "attack.steps=1",
          "train.consistency_weight=1.0"],  # the consistency path runs a second (rounded) forward
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -109,6 +149,32 @@ def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
     assert "world_size=2" in (out.stdout + out.stderr) or "distributed_backend=gloo" in (out.stdout + out.stderr)
     codec = load_codec_checkpoint("bmshj2018-hyperprior", run_dir / "checkpoints" / "last.ckpt")
     assert codec(torch.rand(1, 3, 64, 64))["x_hat"].shape == (1, 3, 64, 64)
+    # Each rank trained on, and attacked, its own crops: 4 batches of 4 crops each, none shared.
+    shards = {}
+    for rank in (0, 1):
+        records = [json.loads(line) for line in (run_dir / "shards" / f"rank{rank}.jsonl").read_text().splitlines()]
+        assert len(records) == 4 and all(r["adv_fraction"] == 1.0 for r in records), records
+        shards[rank] = [crop for r in records for crop in r["crops"]]
+        assert len(shards[rank]) == 16
+    assert not set(shards[0]) & set(shards[1]), "the two ranks trained on identical crops"
+
+
+def test_crop_streams_are_per_rank_and_reproducible(photo_dir):
+    from robust_nic.data import ImageFiles, RandomCrops
+
+    images = ImageFiles(split_files({"name": "folder", "root": str(photo_dir)})["train"])
+
+    def crops(seed, rank):
+        dataset = RandomCrops(images, 64, 8, seed=seed, rank=rank)
+        return torch.stack([dataset[i % 2] for i in range(8)])  # the same two images, drawn 4 times each
+
+    torch.manual_seed(0)  # the global RNG plays no part
+    first = crops(seed=0, rank=0)
+    assert torch.equal(first, crops(seed=0, rank=0))
+    assert not torch.equal(first[:2], first[2:4])  # a stream moves on: a new crop on the next visit
+    other_rank = crops(seed=0, rank=1)
+    assert all(not torch.equal(a, b) for a, b in zip(first, other_rank, strict=True))
+    assert not torch.equal(first, crops(seed=1, rank=0))
 
 
 @pytest.mark.parametrize("override, message", [("model=cheng2020", "allowed qualities"), ("data.root=/nonexistent", "does not exist")])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from compressai.entropy_models import EntropyModel
 from compressai.models import CompressionModel
 from compressai.ops import compute_padding
 
@@ -64,38 +67,160 @@ def ensure_updated(codec: CompressionModel) -> None:
     codec.update(force=False)
 
 
+class CodingMismatchError(RuntimeError):
+    """The decoder's latents differ from the encoder's: the bitstream decoded to something else."""
+
+
+@contextlib.contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """Deterministic cuDNN, no TF32, restored afterwards (also on errors); nothing changes on CPU.
+
+    The hyperprior's entropy parameters are computed by `compress` and again by `decompress`; any bit of
+    difference between the two (non-deterministic cuDNN algorithms, TF32 matmuls) can pick another CDF,
+    and the range decoder then desynchronises (CompressAI issue #54). CompressAI's own evaluator sets
+    cudnn.deterministic for the same reason.
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = True, False, False, False
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+# Latent values may differ by float rounding only (e.g. means recomputed by a different kernel); a
+# thousandth of a quantisation step cannot change a reconstruction's 8-bit pixels in practice.
+LATENT_TOLERANCE = 1e-3
+
+
+@dataclass
+class _Recorded:
+    symbols: list = field(default_factory=list)  # integer symbols, per call
+    values: list = field(default_factory=list)  # dequantised latents (symbols + means), per call
+
+
+class LatentRecorder:
+    """Records what every entropy model of a codec encodes and decodes, to compare the two sides.
+
+    All CompressAI entropy models turn latents into symbols with `quantize(..., "symbols", means)` when
+    encoding and back with `dequantize(symbols, means)` when decoding; this holds for the factorized
+    prior, the (mean-)scale hyperpriors and also for mbt2018's autoregressive per-pixel loop, which calls
+    the same two methods of its GaussianConditional. The recorder shadows the two methods on each entropy
+    model instance (the class is untouched) while `phase` says which side is running. The encoder decodes
+    z itself (to compute the scales the decoder will see); those calls are recorded on the encoder side
+    as decodes and not compared.
+    """
+
+    def __init__(self, codec: torch.nn.Module):
+        self.models = {name or "entropy": m for name, m in codec.named_modules() if isinstance(m, EntropyModel)}
+        self.encoded = {name: _Recorded() for name in self.models}
+        self.decoded = {name: _Recorded() for name in self.models}
+        self.phase = "idle"
+
+    def __enter__(self) -> LatentRecorder:
+        self.saved = []  # earlier instance-level patches (e.g. an attack's proxy) come back on exit
+        for name, model in self.models.items():
+            self.saved.append((model, {k: model.__dict__[k] for k in ("quantize", "dequantize") if k in model.__dict__}))
+            model.quantize = self._quantize(name, model.quantize)
+            model.dequantize = self._dequantize(name, model.dequantize)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for model, own in self.saved:
+            for method in ("quantize", "dequantize"):
+                model.__dict__.pop(method, None)
+            model.__dict__.update(own)
+
+    def _quantize(self, name, original):
+        def quantize(inputs, mode, means=None):
+            out = original(inputs, mode, means)
+            if mode == "symbols" and self.phase == "encode":
+                self.encoded[name].symbols.append(out.detach().flatten().cpu())
+                value = out.to(inputs.dtype) + (0 if means is None else means)
+                self.encoded[name].values.append(value.detach().flatten().cpu())
+            return out
+
+        return quantize
+
+    def _dequantize(self, name, original):
+        def dequantize(inputs, means=None, dtype=torch.float):
+            if self.phase == "decode":  # before the call: dequantize may add the means in place
+                self.decoded[name].symbols.append(inputs.detach().flatten().round().int().cpu())
+            out = original(inputs, means, dtype)
+            if self.phase == "decode":
+                self.decoded[name].values.append(out.detach().flatten().cpu())
+            return out
+
+        return dequantize
+
+    def check(self) -> None:
+        """Raise CodingMismatchError unless each entropy model decoded exactly what was encoded."""
+        for name in self.models:
+            enc, dec = self.encoded[name], self.decoded[name]
+            if not enc.symbols and not dec.symbols:
+                continue  # an entropy model this codec does not code with
+            enc_symbols, dec_symbols = torch.cat(enc.symbols), torch.cat(dec.symbols)
+            if enc_symbols.shape != dec_symbols.shape or not torch.equal(enc_symbols, dec_symbols.to(enc_symbols)):
+                wrong = (
+                    "a different number of symbols"
+                    if enc_symbols.shape != dec_symbols.shape
+                    else f"{(enc_symbols != dec_symbols).sum().item()} of {enc_symbols.numel()} symbols wrong"
+                )
+                raise CodingMismatchError(
+                    f"entropy decoding desynchronised in {name!r} ({wrong}): the decoder's entropy parameters "
+                    "differ from the encoder's. This happens with non-deterministic accelerator kernels; "
+                    "code on the CPU (device=cpu) to get a valid bitstream."
+                )
+            diff = (torch.cat(enc.values) - torch.cat(dec.values)).abs().max().item()
+            if not diff <= LATENT_TOLERANCE:  # NaN fails too
+                raise CodingMismatchError(
+                    f"the decoded latents of {name!r} differ from the encoder's by up to {diff:.3g} (tolerance "
+                    f"{LATENT_TOLERANCE}): the decoder's means differ from the encoder's. Code on the CPU "
+                    "(device=cpu) to get a faithful reconstruction."
+                )
+
+
 @torch.no_grad()
-def code(codec: CompressionModel, x: torch.Tensor, update: bool = False) -> Coded:
+def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, deterministic: bool = True) -> Coded:
     """Code a batch of [0,1] images (rounded to 8 bits first) with the real entropy coder.
 
     The codec is used in eval mode and its mode is restored afterwards. `update=True` rebuilds the
-    CDFs (call it once after the weights change; validation does).
+    CDFs (call it once after the weights change; validation does). Coding runs with deterministic
+    kernels (`deterministic=False` keeps the process's settings: for measuring what that prevents), and the
+    decoded latents are checked against the encoded ones (CodingMismatchError).
     """
     was_training = codec.training
     codec.eval()
     try:
-        if update:
-            codec.update(force=True)
-        else:
-            ensure_updated(codec)
-        x = to_8bit(x)
-        num_pixels = x.shape[-2] * x.shape[-1]
-        x_padded, unpad = pad(x)
-        sync(x)
-        start = time.perf_counter()
-        enc = codec.compress(x_padded)
-        sync(x)
-        encode_s = time.perf_counter() - start
-        start = time.perf_counter()
-        dec = codec.decompress(enc["strings"], enc["shape"])
-        sync(x)
-        decode_s = time.perf_counter() - start
-        x_hat = to_8bit(crop(dec["x_hat"], unpad))
-        bits = torch.tensor(
-            [sum(len(stream[i]) for stream in enc["strings"]) * 8.0 for i in range(x.shape[0])],
-            dtype=torch.float64,
-        )
-        bpp_est = bpp_from_likelihoods(codec(x_padded)["likelihoods"], num_pixels).double().cpu()
+        with deterministic_kernels() if deterministic else contextlib.nullcontext():
+            if update:
+                codec.update(force=True)
+            else:
+                ensure_updated(codec)
+            x = to_8bit(x)
+            num_pixels = x.shape[-2] * x.shape[-1]
+            x_padded, unpad = pad(x)
+            with LatentRecorder(codec) as recorder:
+                sync(x)
+                start = time.perf_counter()
+                recorder.phase = "encode"
+                enc = codec.compress(x_padded)
+                sync(x)
+                encode_s = time.perf_counter() - start
+                start = time.perf_counter()
+                recorder.phase = "decode"
+                dec = codec.decompress(enc["strings"], enc["shape"])
+                sync(x)
+                decode_s = time.perf_counter() - start
+                recorder.phase = "idle"
+            recorder.check()
+            x_hat = to_8bit(crop(dec["x_hat"], unpad))
+            bits = torch.tensor(
+                [sum(len(stream[i]) for stream in enc["strings"]) * 8.0 for i in range(x.shape[0])],
+                dtype=torch.float64,
+            )
+            bpp_est = bpp_from_likelihoods(codec(x_padded)["likelihoods"], num_pixels).double().cpu()
     finally:
         codec.train(was_training)
     return Coded(x_hat, bits / num_pixels, bpp_est, encode_s, decode_s, enc["strings"], enc["shape"])

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from robust_nic.images import (
     MAX_DECODE_PIXELS,
@@ -179,9 +180,15 @@ class ImageFiles(Dataset):
 
 
 class RandomCrops(Dataset):
-    """`length` random patch_size crops drawn from the images (a fixed-size epoch for tiny sets)."""
+    """`length` random patch_size crops drawn from the images (a fixed-size epoch for tiny sets).
 
-    def __init__(self, images: ImageFiles, patch_size: int, length: int):
+    Crop positions come from a stream of their own per (seed, rank, loader worker), not from the global
+    RNG: every DDP rank seeds the global RNG alike, so crops repeated across ranks. Each stream continues
+    across epochs (the train loader keeps its workers), so a run with the same seed and world size draws
+    the same crops.
+    """
+
+    def __init__(self, images: ImageFiles, patch_size: int, length: int, seed: int = 0, rank: int = 0):
         if patch_size <= 0 or patch_size % 64:
             raise ImageError(f"data.patch_size={patch_size} must be a positive multiple of 64 (the codecs' stride)")
         big_enough = []
@@ -198,15 +205,25 @@ class RandomCrops(Dataset):
         if not big_enough:
             raise ImageError(f"no training image is at least data.patch_size={patch_size} px; lower data.patch_size")
         self.images, self.indices, self.patch_size, self.length = images, big_enough, patch_size, length
+        self.seed, self.rank = int(seed), int(rank)
+        self._generator: torch.Generator | None = None  # made in the process that draws (main or worker)
 
     def __len__(self) -> int:
         return self.length
 
+    def crop_generator(self) -> torch.Generator:
+        if self._generator is None:
+            worker = get_worker_info()
+            key = [self.seed, self.rank, worker.id if worker is not None else 0]
+            self._generator = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        return self._generator
+
     def __getitem__(self, index: int) -> torch.Tensor:
         image = self.images[self.indices[index % len(self.indices)]]
         height, width = image.shape[-2:]
-        top = torch.randint(0, height - self.patch_size + 1, ()).item()
-        left = torch.randint(0, width - self.patch_size + 1, ()).item()
+        generator = self.crop_generator()
+        top = torch.randint(0, height - self.patch_size + 1, (), generator=generator).item()
+        left = torch.randint(0, width - self.patch_size + 1, (), generator=generator).item()
         return image[:, top : top + self.patch_size, left : left + self.patch_size]
 
 
@@ -226,6 +243,9 @@ class ImageDataModule(L.LightningDataModule):
             ImageFiles(self.files["train"], max_pixels=MAX_DECODE_PIXELS),  # only crops are coded
             int(self.cfg["patch_size"]),
             int(self.cfg.get("epoch_size") or 1000),
+            # seed_everything seeds every rank alike: the rank makes the crop streams differ.
+            seed=torch.initial_seed(),
+            rank=self.trainer.global_rank if self.trainer is not None else 0,
         ) if stage in (None, "fit") else None
         limit = self.cfg.get("max_val_images")
         self.val_set = ImageFiles(self.files["val"][:limit] if limit else self.files["val"], max_pixels=max_pixels)
@@ -238,7 +258,7 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=workers,
-            persistent_workers=workers > 0,
+            persistent_workers=workers > 0,  # also keeps RandomCrops' crop streams going across epochs
             pin_memory=torch.cuda.is_available(),
             drop_last=shuffle,
         )

@@ -1,7 +1,7 @@
 """Transfer study: does a perturbation crafted for one image (or one codec) hurt another?
 
 Cross-image: the perturbation crafted on image i is added to image j (cropped, or tiled, or resized to
-j's size), clipped, rounded to 8 bits and coded: delta_psnr matrix, rows = source image i, columns =
+j's size), projected onto the attack's budget on image j, rounded to 8 bits (still within budget) and coded: delta_psnr matrix, rows = source image i, columns =
 target image j; the diagonal is the normal attack. Cross-codec: adversarial examples crafted on codec A
 are coded by codec B: matrix of mean delta_psnr, rows = A, columns = B.
 """
@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from robust_nic.attacks.budget import Budget
 from robust_nic.coding import Coded
 from robust_nic.config import ConfigError, write_json
 from robust_nic.defenses import Defense, build_defense
 from robust_nic.evaluation.measure import adversarial_metrics
 from robust_nic.evaluation.outputs import mean_of, write_rows_csv
-from robust_nic.metrics import to_8bit
 from robust_nic.studies.figures import plot_heatmap
 from robust_nic.studies.inputs import prepare, required_attack, single_eps
 from robust_nic.studies.manifest import write_manifest
@@ -53,9 +53,14 @@ def fit_perturbation(delta: torch.Tensor, size: tuple[int, int], fit: str = "cro
     return tiled[..., top : top + height, left : left + width]
 
 
-def apply_perturbation(x: torch.Tensor, delta: torch.Tensor, fit: str = "crop") -> torch.Tensor:
-    """x plus the fitted perturbation, clipped to [0,1] and rounded to 8 bits (a real image)."""
-    return to_8bit(x + fit_perturbation(delta, tuple(x.shape[-2:]), fit))
+def apply_perturbation(x: torch.Tensor, delta: torch.Tensor, budget: Budget, fit: str = "crop") -> torch.Tensor:
+    """x plus the fitted perturbation, inside `budget` on x and rounded to 8 bits (a real image).
+
+    Cropping, tiling or resizing changes a perturbation's norm (tiling a small image's perturbation onto
+    a large image with another clipping pattern can exceed the rms budget by 2 dB), so the transferred
+    perturbation goes through the attack's own projection and budget-safe rounding.
+    """
+    return budget.round(x, x + fit_perturbation(delta, tuple(x.shape[-2:]), fit))
 
 
 def craft(attack, codec: torch.nn.Module, images: list[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
@@ -68,6 +73,7 @@ def cross_image(
     adversarial: list[torch.Tensor],
     coder: Defense,
     clean: list[Coded],
+    budget: Budget,
     fit: str = "crop",
 ) -> tuple[torch.Tensor, list[dict]]:
     """delta_psnr matrix (source image i x target image j) and one row of metrics per pair."""
@@ -77,7 +83,7 @@ def cross_image(
     for i, ((source, x_i), x_adv) in enumerate(zip(images, adversarial, strict=True)):
         delta = x_adv - x_i
         for j, (target, x_j) in enumerate(images):
-            x_ij = apply_perturbation(x_j, delta, fit)
+            x_ij = apply_perturbation(x_j, delta, budget, fit)
             metrics = adversarial_metrics(x_j, x_ij, clean[j], coder.code(x_ij))
             matrix[i, j] = float(metrics["delta_psnr"][0])
             rows.append({"source": source, "target": target} | _floats(metrics))
@@ -132,7 +138,7 @@ def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
     metrics, figures, tables, summary = {}, {}, {}, []
 
     if study.get("cross_image", True):
-        matrix, rows = cross_image(inputs.images, adversarial[main], coders[main], clean[main], fit)
+        matrix, rows = cross_image(inputs.images, adversarial[main], coders[main], clean[main], attack.budget, fit)
         write_rows_csv(rows, run_dir / "transfer_images.csv")
         write_rows_csv(
             matrix_rows(matrix, names, names, "source \\ target"), run_dir / "transfer_images_delta_psnr.csv"
