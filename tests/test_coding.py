@@ -166,3 +166,15 @@ def test_coding_runs_with_deterministic_kernels_and_restores_the_flags(small_cod
         assert (cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32) == (False, True, True, True)
     finally:
         cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def test_a_nan_input_is_refused_not_coded(small_codec):
+    """CompressAI's range coder never returns on NaN latents; the coding path refuses them at once."""
+    import pytest
+
+    from robust_nic.coding import NonFiniteInputError, code
+
+    x = torch.rand(1, 3, 64, 64)
+    x[0, 0, 3, 5] = float("nan")
+    with pytest.raises(NonFiniteInputError, match="1 non-finite"):
+        code(small_codec, x)

@@ -67,6 +67,10 @@ def ensure_updated(codec: CompressionModel) -> None:
     codec.update(force=False)
 
 
+class NonFiniteInputError(ValueError):
+    """An input with NaN/inf values was handed to the entropy coder."""
+
+
 class CodingMismatchError(RuntimeError):
     """The decoder's latents differ from the encoder's: the bitstream decoded to something else."""
 
@@ -190,6 +194,12 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
     kernels (`deterministic=False` keeps the process's settings: for measuring what that prevents), and the
     decoded latents are checked against the encoded ones (CodingMismatchError).
     """
+    if not torch.isfinite(x).all():
+        # CompressAI's range coder never returns on NaN latents (measured: a hang); callers that measure
+        # broken inputs record them as NaN instead of coding them (evaluation.measure.not_coded).
+        raise NonFiniteInputError(
+            f"{int((~torch.isfinite(x)).sum())} non-finite (NaN/inf) input values: they cannot be entropy-coded"
+        )
     was_training = codec.training
     codec.eval()
     try:
