@@ -61,23 +61,26 @@ def ms_ssim_scales(side: int) -> int:
 
 
 def multiscale_ssim(
-    a: torch.Tensor, b: torch.Tensor, scales: int, window: int = MS_SSIM_WINDOW
+    a: torch.Tensor, b: torch.Tensor, scales: int, window: int = MS_SSIM_WINDOW, floor: float = 0.0
 ) -> torch.Tensor:
     """MS-SSIM per image over the first `scales` scales: pytorch-msssim's computation (its `_ssim` kernel,
     constants and weights; exactly its result for 5 scales), with the weights of fewer scales renormalised
-    to sum to 1. pytorch-msssim itself refuses sides under 161 px whatever the weights."""
+    to sum to 1. pytorch-msssim itself refuses sides under 161 px whatever the weights.
+
+    Each scale's term is clipped below at `floor` (pytorch-msssim: 0); attacks differentiate it and pass
+    a small positive floor, since x ** w with w < 1 has an infinite gradient at 0."""
     win = _fspecial_gauss_1d(window, 1.5).to(a).repeat([a.shape[1], 1, 1, 1])
     factors = []
     for level in range(scales):
         ssim, cs = _ssim(a, b, data_range=1.0, win=win, size_average=False, K=(0.01, 0.03))
         if level < scales - 1:
-            factors.append(torch.relu(cs))
+            factors.append(cs.clamp_min(floor))
             padding = [s % 2 for s in a.shape[2:]]
             a, b = F.avg_pool2d(a, 2, padding=padding), F.avg_pool2d(b, 2, padding=padding)
     weights = a.new_tensor(MS_SSIM_WEIGHTS[:scales])
     if scales < len(MS_SSIM_WEIGHTS):
         weights = weights / weights.sum()
-    values = torch.stack([*factors, torch.relu(ssim)])  # (scales, N, C)
+    values = torch.stack([*factors, ssim.clamp_min(floor)])  # (scales, N, C)
     return values.pow(weights.view(-1, 1, 1)).prod(0).mean(1)
 
 

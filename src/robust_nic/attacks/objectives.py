@@ -5,17 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
 from robust_nic.coding import bpp_from_likelihoods
-from robust_nic.metrics import mse_per_image
+from robust_nic.metrics import ms_ssim_scales, ms_ssim_window, mse_per_image, multiscale_ssim
 
 OBJECTIVES = ("distortion", "targeted", "rate")
 REFERENCES = ("recon", "source")
 DISTANCES = ("mse", "ms_ssim")
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-WINDOW = 11
 
 
 class ObjectiveError(ValueError):
@@ -23,30 +19,11 @@ class ObjectiveError(ValueError):
 
 
 def ms_ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - MS-SSIM per image, with as many of the 5 scales as the image size allows.
-
-    pytorch-msssim insists on sides > 160 whatever the weights; attacks run on small crops too, so the
-    scales are looped here over its single-scale kernel (same window, constants and weights).
-    """
+    """1 - MS-SSIM per image, with as many of the 5 scales as the image size allows (attacks run on small
+    crops too): the metric's own computation, floored away from 0 for finite gradients."""
     a, b = a.clamp(0, 1), b.clamp(0, 1)
     side = min(a.shape[-2:])
-    window = WINDOW if side > WINDOW - 1 else 3
-    levels = 1  # L scales need side > (window - 1) * 2 ** (L - 1)
-    while levels < len(MS_SSIM_WEIGHTS) and side > (window - 1) * 2**levels:
-        levels += 1
-    win = _fspecial_gauss_1d(window, 1.5).to(a).repeat([a.shape[1], 1, 1, 1])
-    factors = []
-    for level in range(levels):
-        ssim_map, cs = _ssim(a, b, data_range=1.0, win=win, size_average=False, K=(0.01, 0.03))
-        if level < levels - 1:
-            factors.append(cs)
-            padding = [s % 2 for s in a.shape[2:]]
-            a, b = F.avg_pool2d(a, 2, padding=padding), F.avg_pool2d(b, 2, padding=padding)
-    # Clamped away from 0: x ** w with w < 1 has an infinite gradient there.
-    values = torch.stack([*factors, ssim_map]).clamp_min(1e-6)  # (levels, N, C)
-    weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], device=a.device, dtype=a.dtype)
-    weights = (weights / weights.sum()).view(-1, 1, 1)
-    return 1 - values.pow(weights).prod(0).mean(1)
+    return 1 - multiscale_ssim(a, b, ms_ssim_scales(side), ms_ssim_window(side), floor=1e-6)
 
 
 def as_decoded(x_hat: torch.Tensor) -> torch.Tensor:
