@@ -29,9 +29,10 @@ OVERRIDES = [
     "data.heldout_photos=[chelsea.png]", "attack=pgd", "attack.steps=5", "attack.eps=0.01", "attack.seed=0",
     "seed=0", "save_images=false", "progress=false", "device=cpu",
 ]  # fmt: skip
-# Tolerances absorb float differences between CPUs (a few 8-bit pixels or coded bytes), not real drift.
-DB_TOLERANCE = 0.05
-RELATIVE_TOLERANCE = 0.005
+# Tolerances absorb float differences between CPUs (a pixel or a coded byte), not real drift: clamping
+# the attack objective's output to [0, 1] moved delta_psnr by 0.006 dB and delta_bpp_pct by 0.05 here.
+DB_TOLERANCE = 0.003
+RELATIVE_TOLERANCE = 3e-4
 
 
 def comparable(metrics: dict) -> dict[str, float]:
@@ -53,8 +54,8 @@ def test_evaluation_matches_the_golden_metrics(tmp_path):
             ok = math.isnan(want) and math.isnan(got)
         elif "psnr" in key or "db" in key:
             ok = abs(got - want) <= DB_TOLERANCE
-        elif key.endswith("_pct"):  # a few coded bytes move a small percentage by hundredths
-            ok = abs(got - want) <= 0.1
+        elif key.endswith("_pct"):  # one coded byte moves it by 0.012 points
+            ok = abs(got - want) <= 0.03
         else:
             ok = abs(got - want) <= RELATIVE_TOLERANCE * max(abs(want), 1e-3)
         if not ok:
