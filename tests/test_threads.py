@@ -19,6 +19,10 @@ def restore_threads():
 
 
 def test_threads_setting_wins_then_omp_then_all_cores(monkeypatch, caplog):
+    logger = logging.getLogger("robust_nic")
+    # An in-process Hydra job earlier in the session may have reconfigured logging; listen directly.
+    monkeypatch.setattr(logger, "disabled", False)
+    logger.addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="robust_nic")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert configure_threads(1) == 1 and torch.get_num_threads() == 1
@@ -27,6 +31,7 @@ def test_threads_setting_wins_then_omp_then_all_cores(monkeypatch, caplog):
     assert "OMP_NUM_THREADS=2" in caplog.text
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert configure_threads(None) == available_cores() == torch.get_num_threads()
+    logger.removeHandler(caplog.handler)
 
 
 @pytest.mark.parametrize("requested, env", [(0, None), (None, "0"), (None, "two")])
