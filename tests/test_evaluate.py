@@ -165,3 +165,13 @@ def test_truncated_image_is_skipped_with_a_warning_and_listed(tmp_path, photo_di
     assert [r["image"] for r in rows] == ["astronaut.png", "chelsea_70x90.png", "rocket.jpg", "coffee.png"]
     assert metrics["test/images"] == 4 and metrics["test/skipped_images"] == 1 and metrics["skipped"] == ["broken.jpg"]
     assert math.isfinite(metrics["test/clean/psnr"]) and "partial" not in metrics
+
+
+def test_blocked_image_folder_fails_before_any_attack(tmp_path, photo_dir, checkpoint):
+    """A file where images/ goes stops the run before the first (long) attack, naming the path (exit 2)."""
+    from robust_nic.run_dir import RunDirError
+
+    (tmp_path / "images").write_text("in the way")
+    with pytest.raises(RunDirError, match=f"cannot write to {tmp_path / 'images'}: a file is in the way"):
+        run_eval(tmp_path, photo_dir, checkpoint, "attack=pgd", "attack.steps=2", "max_images=1")
+    assert not (tmp_path / "per_image.csv").exists()  # no image was attacked

@@ -37,6 +37,7 @@ from robust_nic.evaluation.outputs import (
 )
 from robust_nic.images import ImageError, read_image
 from robust_nic.metrics import ms_ssim_scales
+from robust_nic.run_dir import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     defense = build_defense(settings.get("defense"), codec).to(device)
     # A bar over attack steps (inside the bar over images) unless the run says otherwise.
     attack = build_attack({**settings["attack"], "progress": settings.get("progress", True)})
+    if attack is not None and settings.get("save_images", True):
+        # Checked before the first attack: a file in the way would otherwise fail after it.
+        check_writable(run_dir / "images", run_dir / "figures")
     limit = settings.get("max_images")
     files = files[:limit] if limit else files
     budgets = eps_values(settings["attack"]) if attack is not None else []
