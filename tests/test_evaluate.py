@@ -175,3 +175,12 @@ def test_blocked_image_folder_fails_before_any_attack(tmp_path, photo_dir, check
     with pytest.raises(RunDirError, match=f"cannot write to {tmp_path / 'images'}: a file is in the way"):
         run_eval(tmp_path, photo_dir, checkpoint, "attack=pgd", "attack.steps=2", "max_images=1")
     assert not (tmp_path / "per_image.csv").exists()  # no image was attacked
+
+
+def test_config_yaml_records_the_checkpoint_channels(tmp_path, photo_dir, checkpoint):
+    """The small codec (32/48) loaded into model=tiny (64/96): the run's config.yaml, which the report reads,
+    names what was evaluated."""
+    import yaml
+
+    run_eval(tmp_path, photo_dir, checkpoint, "max_images=1", "model.channels=[64,96]")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["channels"] == [32, 48]

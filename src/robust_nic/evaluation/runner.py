@@ -145,6 +145,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     save_settings(settings, run_dir)
     files = split_files(settings["data"])["test"]  # first: a bad image list stops the run before any work
     codec = load_eval_codec(settings, device)
+    save_settings(settings, run_dir)  # again, with the channels the checkpoint really holds
     defense = build_defense(settings.get("defense"), codec).to(device)
     # A bar over attack steps (inside the bar over images) unless the run says otherwise.
     attack = build_attack({**settings["attack"], "progress": settings.get("progress", True)})

@@ -47,7 +47,9 @@ def prepare(cfg: DictConfig, run_dir: Path) -> StudyInputs:
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
     save_settings(settings, run_dir)
-    return StudyInputs(settings, device, load_codecs(settings, device), load_images(settings, device))
+    codecs = load_codecs(settings, device)
+    save_settings(settings, run_dir)  # again, with the channels the checkpoint really holds
+    return StudyInputs(settings, device, codecs, load_images(settings, device))
 
 
 def load_codecs(settings: dict, device: torch.device) -> dict[str, CompressionModel]:
