@@ -193,3 +193,17 @@ def test_ms_ssim_loss_trains_and_validates(tmp_path):
                                    "trainer.limit_val_batches=1", "trainer.progress_bar=false", "trainer.accelerator=cpu"])
     results = train(cfg, tmp_path)
     assert results["train/ms_ssim_loss"] > 0 and results["val/rd_loss"] > 0 and 0 < results["val/ms_ssim"] < 1
+
+
+def test_a_resumed_run_draws_new_crops(photo_dir):
+    """Resuming at batch N must not replay the crops of batches 0, 1, ... (same seed and rank)."""
+    from robust_nic.data import ImageFiles, RandomCrops
+
+    images = ImageFiles(split_files({"name": "folder", "root": str(photo_dir)})["train"])
+    fresh = RandomCrops(images, 64, 8, seed=0, rank=0)
+    resumed = RandomCrops(images, 64, 8, seed=0, rank=0, first_batch=70)
+    again = RandomCrops(images, 64, 8, seed=0, rank=0, first_batch=70)
+    first = torch.stack([fresh[i % 2] for i in range(8)])
+    later = torch.stack([resumed[i % 2] for i in range(8)])
+    assert not torch.equal(first, later)
+    assert torch.equal(later, torch.stack([again[i % 2] for i in range(8)]))  # still reproducible

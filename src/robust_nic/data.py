@@ -185,10 +185,13 @@ class RandomCrops(Dataset):
     Crop positions come from a stream of their own per (seed, rank, loader worker), not from the global
     RNG: every DDP rank seeds the global RNG alike, so crops repeated across ranks. Each stream continues
     across epochs (the train loader keeps its workers), so a run with the same seed and world size draws
-    the same crops.
+    the same crops. A resumed run passes the batch it resumes at (`first_batch`), so it does not replay
+    the crops of batches 0, 1, ... again.
     """
 
-    def __init__(self, images: ImageFiles, patch_size: int, length: int, seed: int = 0, rank: int = 0):
+    def __init__(
+        self, images: ImageFiles, patch_size: int, length: int, seed: int = 0, rank: int = 0, first_batch: int = 0
+    ):
         if patch_size <= 0 or patch_size % 64:
             raise ImageError(f"data.patch_size={patch_size} must be a positive multiple of 64 (the codecs' stride)")
         big_enough = []
@@ -205,7 +208,7 @@ class RandomCrops(Dataset):
         if not big_enough:
             raise ImageError(f"no training image is at least data.patch_size={patch_size} px; lower data.patch_size")
         self.images, self.indices, self.patch_size, self.length = images, big_enough, patch_size, length
-        self.seed, self.rank = int(seed), int(rank)
+        self.seed, self.rank, self.first_batch = int(seed), int(rank), int(first_batch)
         self._generator: torch.Generator | None = None  # made in the process that draws (main or worker)
 
     def __len__(self) -> int:
@@ -214,7 +217,7 @@ class RandomCrops(Dataset):
     def crop_generator(self) -> torch.Generator:
         if self._generator is None:
             worker = get_worker_info()
-            key = [self.seed, self.rank, worker.id if worker is not None else 0]
+            key = [self.seed, self.rank, worker.id if worker is not None else 0, self.first_batch]
             self._generator = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
         return self._generator
 
@@ -230,9 +233,10 @@ class RandomCrops(Dataset):
 class ImageDataModule(L.LightningDataModule):
     """Random crops for training; whole images (batch 1, any size) for validation and test."""
 
-    def __init__(self, cfg: Mapping):
+    def __init__(self, cfg: Mapping, first_batch: int = 0):
         super().__init__()
         self.cfg = dict(cfg)
+        self.first_batch = int(first_batch)  # a resumed run's first batch: new crops, not batch 0's again
         self.files: dict[str, list[Path]] | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -246,6 +250,7 @@ class ImageDataModule(L.LightningDataModule):
             # seed_everything seeds every rank alike: the rank makes the crop streams differ.
             seed=torch.initial_seed(),
             rank=self.trainer.global_rank if self.trainer is not None else 0,
+            first_batch=self.first_batch,
         ) if stage in (None, "fit") else None
         limit = self.cfg.get("max_val_images")
         self.val_set = ImageFiles(self.files["val"][:limit] if limit else self.files["val"], max_pixels=max_pixels)

@@ -115,13 +115,14 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     val_attack = build_attack({**settings["attack"], **val_overrides}) if attack and val_overrides else None
     codec = codec_from_settings(settings["model"])
     module = CodecModule(codec, settings, attack=attack, val_attack=val_attack)
-    datamodule = ImageDataModule(settings["data"])
+    datamodule = ImageDataModule(settings["data"], first_batch=start.batches if start else 0)
     monitor = "val/adv/delta_psnr" if attack is not None else "val/rd_loss"
     logger = build_logger(settings["logger"], run_dir, run_config=settings)
     trainer = build_trainer(settings, run_dir, logger, monitor, extra_callbacks, overrides)
     if trainer.is_global_zero:
         save_settings(settings, run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(start.path) if start else None)
+    # weights_only: a checkpoint is data, never code (our checkpoints hold plain containers only).
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(start.path) if start else None, weights_only=True)
     results = {k: float(v) for k, v in trainer.callback_metrics.items()}
     results["steps"] = module.batch_step
     callback = trainer.checkpoint_callback
