@@ -184,3 +184,20 @@ def test_config_yaml_records_the_checkpoint_channels(tmp_path, photo_dir, checkp
 
     run_eval(tmp_path, photo_dir, checkpoint, "max_images=1", "model.channels=[64,96]")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["channels"] == [32, 48]
+
+
+def test_capped_output_psnr_is_labelled_not_averaged_in_silently(tmp_path, photo_dir, checkpoint, caplog):
+    """A budget so small that the reconstruction stays bit-identical: psnr_out is the 100 dB cap and
+    delta_psnr only an upper bound; every such row says so, and the run warns."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    metrics = run_eval(tmp_path, photo_dir, checkpoint, "attack=pgd", "attack.steps=2", "attack.eps=0.0005",
+                       "save_images=false")  # fmt: skip
+    rows = list(csv.DictReader(open(tmp_path / "per_image.csv")))
+    capped = [r for r in rows if float(r["adv/psnr_out"]) == 100.0]
+    assert capped, "expected at least one bit-identical attacked reconstruction at eps 0.0005"
+    for row in rows:
+        assert float(row["adv/output_unchanged"]) == (1.0 if row in capped else 0.0)
+    assert metrics["test/adv/output_unchanged"] == pytest.approx(len(capped) / len(rows))
+    assert "upper bound" in caplog.text

@@ -54,12 +54,16 @@ def adversarial_metrics(
     """
     psnr_in = capped_psnr(x, x_adv).cpu()
     psnr_out = capped_psnr(clean.x_hat, attacked.x_hat).cpu()
+    # A bit-identical attacked reconstruction has an infinite psnr_out: its delta_psnr is then only an
+    # upper bound computed from the cap. Labelled, so that a mean over such images is never taken unknowingly.
+    unchanged = (psnr_out == PSNR_CAP) & (psnr_in < PSNR_CAP)
     clean_ms_ssim = ms_ssim(x, clean.x_hat).cpu()
     adv_ms_ssim = ms_ssim(x, attacked.x_hat).cpu()
     return {
         "psnr_in": psnr_in,
         "psnr_out": psnr_out,
         "delta_psnr": psnr_in - psnr_out,
+        "output_unchanged": unchanged.double(),
         "psnr": capped_psnr(x, attacked.x_hat).cpu(),
         "ms_ssim": adv_ms_ssim,
         "ms_ssim_db_delta": ms_ssim_db(clean_ms_ssim) - ms_ssim_db(adv_ms_ssim),

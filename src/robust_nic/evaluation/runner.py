@@ -21,6 +21,7 @@ from robust_nic.config import codec_from_settings, resolve, save_settings, write
 from robust_nic.data import split_files
 from robust_nic.defenses import build_defense
 from robust_nic.evaluation.measure import (
+    PSNR_CAP,
     NonFiniteError,
     adversarial_metrics,
     clean_metrics,
@@ -186,6 +187,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
         raise
 
     metrics = results_summary(rows, budgets, skipped)
+    warn_capped(rows)
     write_json(metrics, run_dir / "metrics.json")
     name = f"{settings['model']['name']}-q{settings['model']['quality']}"
     clean_means = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/clean/")}
@@ -223,6 +225,18 @@ def attack_and_measure(attack, source, coder, x, clean, target: dict | None = No
     metrics = adversarial_metrics(x, x_adv, clean, attacked)
     metrics["attack_s"] = torch.full_like(metrics["bpp"], seconds / x.shape[0])
     return x_adv, attacked, metrics
+
+
+def warn_capped(rows: list[dict]) -> None:
+    """Say when a mean includes a delta_psnr bounded by the PSNR cap (bit-identical reconstructions)."""
+    for key in sorted({k for r in rows for k in r if k.endswith("/output_unchanged")}):
+        count = sum(1 for r in rows if r.get(key) == 1.0)
+        if count:
+            log.warning(
+                "%d of %d rows: the attacked reconstruction is bit-identical to the clean one (%s = 1); their "
+                "psnr_out is the %g dB cap and their delta_psnr only an upper bound (the codec absorbed the "
+                "perturbation completely)", count, len(rows), key, PSNR_CAP,
+            )
 
 
 def strongest_of(adaptive: tuple, transferred: tuple) -> tuple:
