@@ -263,3 +263,19 @@ def test_a_crash_mid_training_keeps_the_batches_done(tmp_path, photo_dir, caplog
     assert global_step(tmp_path / "checkpoints" / "interrupted.ckpt") == 6
     assert "training failed (RuntimeError) after 3 batches" in caplog.text
     assert "To continue once the cause is fixed, run:\n  python train.py " in caplog.text
+
+
+def test_ctrl_c_in_a_job_is_one_line_and_exit_130(tmp_path, capsys):
+    """No traceback: the job's own handlers kept the finished work; the user is told where."""
+    import pytest
+
+    from robust_nic.cli import run_job
+
+    def job():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(job, tmp_path / "run")
+    assert exit_info.value.code == 130
+    assert f"interrupted (Ctrl-C): what finished is kept in {tmp_path / 'run'}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "run.lock").exists()  # the lock is released

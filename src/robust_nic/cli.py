@@ -40,6 +40,11 @@ def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int |
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # Training prints how to continue (resume.SaveOnInterrupt); an evaluation kept its finished rows.
+        where = f" in {run_dir}" if run_dir else ""
+        print(f"interrupted (Ctrl-C): what finished is kept{where}", file=sys.stderr)
+        sys.exit(130)
 
 
 def main(argv: list[str] | None = None) -> None:
