@@ -32,10 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# eval_model sets torch.set_num_threads(1) at import; main() pins --threads afterwards.
+import compressai.utils.eval_model.__main__ as eval_model
 import torch
 
-# eval_model sets torch.set_num_threads(1) and cudnn.deterministic at import: import it before pinning threads.
-import compressai.utils.eval_model.__main__ as eval_model  # noqa: E402  (isort: keep first)
 from robust_nic.codecs import build_codec, export_codec, load_codec_checkpoint
 from robust_nic.coding import code
 from robust_nic.data import SAMPLE_HELDOUT, sample_photos
