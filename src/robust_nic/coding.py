@@ -100,8 +100,22 @@ LATENT_TOLERANCE = 1e-3
 
 @dataclass
 class _Recorded:
-    symbols: list = field(default_factory=list)  # integer symbols, per call
-    values: list = field(default_factory=list)  # dequantised latents (symbols + means), per call
+    """Per call, as handed over (mbt2018 calls once per latent pixel: conversions wait for `check`)."""
+
+    symbols: list = field(default_factory=list)  # integer symbols (decoder side: float, before dequantize)
+    values: list = field(default_factory=list)  # decoder side: dequantised latents
+    means: list = field(default_factory=list)  # encoder side: the means the symbols are relative to, or None
+
+    def all_symbols(self) -> torch.Tensor:
+        return torch.cat([s.reshape(-1) for s in self.symbols]).round().int().cpu()
+
+    def encoded_values(self) -> torch.Tensor:
+        return torch.cat(
+            [(s.float() + (0 if m is None else m)).reshape(-1) for s, m in zip(self.symbols, self.means, strict=True)]
+        ).cpu()
+
+    def decoded_values(self) -> torch.Tensor:
+        return torch.cat([v.reshape(-1) for v in self.values]).float().cpu()
 
 
 class LatentRecorder:
@@ -140,20 +154,19 @@ class LatentRecorder:
         def quantize(inputs, mode, means=None):
             out = original(inputs, mode, means)
             if mode == "symbols" and self.phase == "encode":
-                self.encoded[name].symbols.append(out.detach().flatten().cpu())
-                value = out.to(inputs.dtype) + (0 if means is None else means)
-                self.encoded[name].values.append(value.detach().flatten().cpu())
+                self.encoded[name].symbols.append(out.detach().clone())
+                self.encoded[name].means.append(None if means is None else means.detach().clone())
             return out
 
         return quantize
 
     def _dequantize(self, name, original):
         def dequantize(inputs, means=None, dtype=torch.float):
-            if self.phase == "decode":  # before the call: dequantize may add the means in place
-                self.decoded[name].symbols.append(inputs.detach().flatten().round().int().cpu())
+            if self.phase == "decode":  # a copy before the call: dequantize may add the means in place
+                self.decoded[name].symbols.append(inputs.detach().clone())
             out = original(inputs, means, dtype)
             if self.phase == "decode":
-                self.decoded[name].values.append(out.detach().flatten().cpu())
+                self.decoded[name].values.append(out.detach().clone())
             return out
 
         return dequantize
@@ -164,7 +177,7 @@ class LatentRecorder:
             enc, dec = self.encoded[name], self.decoded[name]
             if not enc.symbols and not dec.symbols:
                 continue  # an entropy model this codec does not code with
-            enc_symbols, dec_symbols = torch.cat(enc.symbols), torch.cat(dec.symbols)
+            enc_symbols, dec_symbols = enc.all_symbols(), dec.all_symbols()
             if enc_symbols.shape != dec_symbols.shape or not torch.equal(enc_symbols, dec_symbols.to(enc_symbols)):
                 wrong = (
                     "a different number of symbols"
@@ -176,7 +189,7 @@ class LatentRecorder:
                     "differ from the encoder's. This happens with non-deterministic accelerator kernels; "
                     "code on the CPU (device=cpu) to get a valid bitstream."
                 )
-            diff = (torch.cat(enc.values) - torch.cat(dec.values)).abs().max().item()
+            diff = (enc.encoded_values() - dec.decoded_values()).abs().max().item()
             if not diff <= LATENT_TOLERANCE:  # NaN fails too
                 raise CodingMismatchError(
                     f"the decoded latents of {name!r} differ from the encoder's by up to {diff:.3g} (tolerance "
