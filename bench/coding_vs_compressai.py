@@ -52,7 +52,7 @@ def ours(codec, x: torch.Tensor) -> dict:
 
 
 def theirs(model, x: torch.Tensor) -> dict:
-    out = eval_model.inference(model, x[0])
+    out = eval_model.inference(model, x)
     return {"bpp": out["bpp"], "psnr": out["psnr-rgb"]}
 
 
@@ -68,7 +68,7 @@ def their_reconstruction(model, x: torch.Tensor) -> torch.Tensor:
 
     padding, unpad = compute_padding(x.shape[-2], x.shape[-1], min_div=2**6)
     with torch.no_grad():
-        enc = model.compress(torch.nn.functional.pad(x, padding))
+        enc = model.compress(torch.nn.functional.pad(x[None], padding))
         x_hat = torch.nn.functional.pad(model.decompress(enc["strings"], enc["shape"])["x_hat"], unpad)
     return (x_hat * 255).clamp(0, 255).round()[0] / 255
 
@@ -106,10 +106,12 @@ def main() -> None:
 
     images = []
     for path in sample_photos(SAMPLE_HELDOUT):
-        x = read_image(path)[None]
-        if not torch.equal(x, eval_model.read_image(path)[None]):
+        # Each side gets its own reader's tensor: the same values, but ours (evaluate.py's read_image(path)[None])
+        # is a permuted, channels-last view of the decoded array and eval_model's (ToTensor) is contiguous.
+        x, x_theirs = read_image(path)[None], eval_model.read_image(path)
+        if not torch.equal(x[0], x_theirs):
             raise SystemExit(f"{path.name}: eval_model reads another image than ours")
-        images.append((path.name, x))
+        images.append((path.name, x, x_theirs))
 
     header = (f"{'image':<11} {'size':>8} {'bpp ours':>10} {'bpp theirs':>10} {'PSNR ours':>11} {'PSNR theirs':>11} "
               f"{'exact':>11} {'same x_hat':>10} {'ms ours':>8} {'ms theirs':>9} {'ratio':>6}")
@@ -117,20 +119,20 @@ def main() -> None:
     print("-" * len(header))
     total_ours = total_theirs = 0.0
     all_equal = True
-    for name, x in images:
-        ours(codec, x), theirs(model, x)  # warm-up
+    for name, x, x_theirs in images:
+        ours(codec, x), theirs(model, x_theirs)  # warm-up
         times = {"ours": [], "theirs": []}
         for _ in range(args.repeats):
-            for side, fn, target in (("ours", ours, codec), ("theirs", theirs, model)):
+            for side, fn, target, image in (("ours", ours, codec, x), ("theirs", theirs, model, x_theirs)):
                 start = time.perf_counter()
-                result = fn(target, x)
+                result = fn(target, image)
                 times[side].append(time.perf_counter() - start)
                 if side == "ours":
                     mine = result
                 else:
                     other = result
         exact = exact_psnr(x[0], mine["x_hat"])
-        same = torch.equal(mine["x_hat"], their_reconstruction(model, x))
+        same = torch.equal(mine["x_hat"], their_reconstruction(model, x_theirs))
         equal = mine["bpp"] == other["bpp"] and same and abs(mine["psnr"] - exact) < 1e-6
         all_equal &= equal
         t_ours, t_theirs = statistics.median(times["ours"]), statistics.median(times["theirs"])
