@@ -10,7 +10,7 @@ For each held-out sample photo this times, in one process and alternating (ours,
   compress, decompress, unpad, PSNR and MS-SSIM on 8-bit values, bpp from the bitstream), on the codec
   exported with `robust_nic.codecs.export_codec` and reloaded by eval_model's own `load_checkpoint` (a second
   object with the same weights and CDF tables, as `python -m compressai.utils.eval_model checkpoint` gets it).
-Image reading is not timed on either side (both read the same file into the same tensor; checked).
+Image reading is not timed; each side reads the file with its own reader (equal values: checked).
 
 Per image it prints both bpp (must be equal exactly: the same bitstream length), both PSNRs and whether the
 8-bit reconstructions are identical. Both PSNRs are computed on 8-bit rounded values (CompressAI's
