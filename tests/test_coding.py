@@ -207,7 +207,11 @@ def test_bpp_est_equals_the_full_forward_estimate_without_a_second_synthesis():
             expected = bpp_from_likelihoods(codec(x_padded)["likelihoods"], x.shape[-2] * x.shape[-1]).double()
         calls = {"g_a": 0, "g_s": 0}
         for name in calls:
-            getattr(codec, name).register_forward_hook(lambda m, i, o, name=name: calls.__setitem__(name, calls[name] + 1))
+
+            def count(module, inputs, output, name=name, calls=calls):
+                calls[name] += 1
+
+            getattr(codec, name).register_forward_hook(count)
         coded = code(codec, x)
         assert torch.equal(coded.bpp_est, expected), (arch, coded.bpp_est, expected)
         assert calls == {"g_a": 1, "g_s": 1}, (arch, calls)
