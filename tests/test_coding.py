@@ -178,3 +178,40 @@ def test_a_nan_input_is_refused_not_coded(small_codec):
     x[0, 0, 3, 5] = float("nan")
     with pytest.raises(NonFiniteInputError, match="1 non-finite"):
         code(small_codec, x)
+
+
+SMALL_CHANNELS = {
+    "bmshj2018-factorized": [16, 24],
+    "bmshj2018-hyperprior": [16, 24],
+    "mbt2018-mean": [16, 24],
+    "mbt2018": [16, 24],
+    "cheng2020-anchor": [16],
+}
+
+
+def test_bpp_est_equals_the_full_forward_estimate_without_a_second_synthesis():
+    """bpp_est comes from the latents compress made: the same values as the likelihoods of a full
+    codec(x) forward (what code() computed before), with g_a and g_s run once each (compress, decompress)."""
+    from robust_nic.codecs import build_codec
+    from robust_nic.coding import bpp_from_likelihoods, pad
+    from robust_nic.metrics import to_8bit
+
+    x = torch.from_numpy(photo("coffee.png")[100:170, 200:290]).permute(2, 0, 1)[None].float() / 255
+    x = torch.cat([x, x.flip(-1)])  # a batch of two different images
+    for arch, channels in SMALL_CHANNELS.items():
+        torch.manual_seed(0)
+        codec = build_codec(arch, 3, channels=channels).eval()
+        codec.update(force=True)
+        with torch.no_grad():
+            x_padded, _ = pad(to_8bit(x))
+            expected = bpp_from_likelihoods(codec(x_padded)["likelihoods"], x.shape[-2] * x.shape[-1]).double()
+        calls = {"g_a": 0, "g_s": 0}
+        for name in calls:
+
+            def count(module, inputs, output, name=name, calls=calls):
+                calls[name] += 1
+
+            getattr(codec, name).register_forward_hook(count)
+        coded = code(codec, x)
+        assert torch.equal(coded.bpp_est, expected), (arch, coded.bpp_est, expected)
+        assert calls == {"g_a": 1, "g_s": 1}, (arch, calls)
