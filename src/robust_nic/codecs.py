@@ -86,6 +86,16 @@ def build_codec(
     return cls(*args)
 
 
+def real_channels(codec: CompressionModel, arch: str) -> list[int] | None:
+    """The channel counts `codec` was built with, as `channels` / the zoo's constructor takes them:
+    (N, M), or (N,) for cheng2020. None for a codec without N."""
+    n, m = getattr(codec, "N", None), getattr(codec, "M", None)
+    if n is None:
+        return None
+    arity = len(next(iter(zoo_image.cfgs[arch].values())))
+    return [int(n), int(m if m is not None else n)][:arity]
+
+
 def pretrained_url(arch: str, quality: int, metric: str) -> str:
     urls = zoo_image.model_urls.get(arch, {}).get(metric, {})
     if quality not in urls:

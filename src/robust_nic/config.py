@@ -8,7 +8,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from robust_nic.codecs import CodecError, build_codec, check_arch, check_metric, check_quality, lambda_for
+from robust_nic.codecs import (
+    CodecError,
+    build_codec,
+    check_arch,
+    check_metric,
+    check_quality,
+    lambda_for,
+    real_channels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +120,7 @@ def codec_from_settings(model: dict):
         checkpoint=model.get("checkpoint"),
         channels=model.get("channels"),
     )
-    actual = real_channels(codec)
+    actual = real_channels(codec, model["arch"])
     if actual and model.get("channels") and list(model["channels"]) != actual:
         log.warning(
             "model.channels=%s but %s holds a codec with channels %s; using (and recording) %s",
@@ -122,13 +130,6 @@ def codec_from_settings(model: dict):
         model["channels"] = actual
     return codec
 
-
-def real_channels(codec) -> list[int] | None:
-    """(N, M) of a zoo codec as built ((N,) for cheng2020, whose M equals N)."""
-    n, m = getattr(codec, "N", None), getattr(codec, "M", None)
-    if n is None:
-        return None
-    return [int(n)] if m is None or "Cheng2020" in type(codec).__name__ else [int(n), int(m)]
 
 
 def save_settings(settings: dict, run_dir: Path) -> None:

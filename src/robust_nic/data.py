@@ -21,6 +21,7 @@ from robust_nic.images import (
     check_whole_image_sizes,
     find_images,
     read_image,
+    to_uint8,
     usable_images,
 )
 
@@ -152,17 +153,12 @@ class ImageFiles(Dataset):
                 warnings.warn(f"skipping image {Path(path).name}: {err}", stacklevel=3)
                 self.skipped.append(Path(path))
                 continue
-            if self.cache:
-                self._images[len(readable)] = self._to_8bit(image)
+            if self.cache:  # kept as uint8 (a quarter of the memory); every access returns the same values
+                self._images[len(readable)] = to_uint8(image)
             readable.append(path)
         if self.candidates and not readable:
             raise ImageError(f"none of the {len(self.candidates)} images could be decoded; see the warnings")
         return readable
-
-    @staticmethod
-    def _to_8bit(image: torch.Tensor) -> torch.Tensor:
-        # Kept as uint8 (a quarter of the memory); every access returns the same 8-bit values.
-        return (image * 255).round().to(torch.uint8)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -174,7 +170,7 @@ class ImageFiles(Dataset):
             return cached.float() / 255
         image = read_image(path, self.max_pixels)
         if self.cache:
-            self._images[index] = self._to_8bit(image)
+            self._images[index] = to_uint8(image)
             return self._images[index].float() / 255
         return image
 
@@ -242,7 +238,7 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.files is None:
             self.files = split_files(self.cfg)
-        max_pixels = int(self.cfg.get("max_pixels") or MAX_PIXELS)
+        max_pixels = whole_image_limit(self.cfg)
         self.train_set = RandomCrops(
             ImageFiles(self.files["train"], max_pixels=MAX_DECODE_PIXELS),  # only crops are coded
             int(self.cfg["patch_size"]),

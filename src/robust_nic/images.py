@@ -75,12 +75,16 @@ def _to_rgb_array(img: Image.Image, path: Path) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[0,1] values as the uint8 levels an image file holds (rounded, not truncated), on the CPU."""
+    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
 def write_png(x: torch.Tensor, path: str | Path) -> Path:
     """Save a (3,H,W) or (1,3,H,W) [0,1] tensor as an 8-bit PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = x.detach().reshape(-1, *x.shape[-2:]).clamp(0, 1)
-    array = (x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    array = to_uint8(x.reshape(-1, *x.shape[-2:])).permute(1, 2, 0).numpy()
     Image.fromarray(array).save(path)
     return path
 

@@ -12,7 +12,7 @@ from compressai.models import CompressionModel
 from robust_nic.attacks.surrogate import Surrogate
 from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
-from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, not_coded
+from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, code_or_nan
 from robust_nic.losses import RateDistortionLoss
 
 
@@ -164,7 +164,7 @@ class CodecModule(L.LightningModule):
             with torch.inference_mode(False), torch.enable_grad():
                 x_adv = self.val_attack(self.codec, batch.clone())
             # A non-finite x_adv is measured as NaN, never entropy-coded (the range coder hangs on NaN).
-            attacked = code(self.codec, x_adv) if torch.isfinite(x_adv).all() else not_coded(x_adv)
+            attacked = code_or_nan(lambda x: code(self.codec, x), x_adv)
             adv = adversarial_metrics(batch, x_adv, clean, attacked)
             metrics |= {f"val/adv/{k}": adv[k] for k in ("delta_psnr", "psnr", "psnr_out", "bpp")}
             # One number for sweepers: clean RD cost plus attacked vulnerability (both lower is better).

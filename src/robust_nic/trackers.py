@@ -42,20 +42,23 @@ def logger_dir(cfg: Mapping, run_dir: Path) -> Path | None:
     return run_dir / folder if folder else None
 
 
+def csv_attempts(run_dir: Path) -> dict[int, Path]:
+    """attempt number -> its csv/attempt_<n> folder."""
+    folders = (run_dir / "csv").glob("attempt_*")
+    return {int(f.name.split("_", 1)[1]): f for f in folders if f.name.split("_", 1)[1].isdigit()}
+
+
 def next_csv_attempt(run_dir: Path) -> str:
     """`attempt_<n>`: each (re)start of a run logs its own csv/attempt_<n>/metrics.csv, since Lightning's
     CSVLogger rewrites an existing metrics.csv (a resumed run lost the earlier rows)."""
-    numbers = [int(p.name.split("_", 1)[1]) for p in (run_dir / "csv").glob("attempt_*") if p.name.split("_", 1)[1].isdigit()]
-    return f"attempt_{max(numbers, default=0) + 1}"
+    return f"attempt_{max(csv_attempts(run_dir), default=0) + 1}"
 
 
 def read_logged_rows(run_dir: Path) -> list[dict]:
     """Every CSV row a run logged, all attempts in order, each with its `attempt` number (csv/metrics.csv
     of runs made before attempts existed counts as attempt 0). Values stay strings, as in the files."""
     files = [(0, run_dir / "csv" / "metrics.csv")]
-    for folder in (run_dir / "csv").glob("attempt_*"):
-        if folder.name.split("_", 1)[1].isdigit():
-            files.append((int(folder.name.split("_", 1)[1]), folder / "metrics.csv"))
+    files += [(n, folder / "metrics.csv") for n, folder in csv_attempts(run_dir).items()]
     rows = []
     for attempt, path in sorted(files):
         if path.is_file():
@@ -110,18 +113,15 @@ def build_logger(cfg: Mapping, run_dir: Path, run_config: Mapping | None = None)
     raise ValueError(f"unknown logger {name!r}; choose logger=csv, logger=tensorboard, logger=wandb or logger=none")
 
 
-def to_8bit(image: torch.Tensor) -> torch.Tensor:
-    """A (3, H, W) image in [0, 1] as the uint8 values an image file would hold (rounded, not truncated)."""
-    return (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-
-
 def log_image_panel(logger, key: str, images: list[torch.Tensor], captions: list[str], step: int) -> None:
     """One row of images (first of each batch) to W&B or TensorBoard; other loggers ignore it.
 
     Logged as 8-bit: wandb 0.31 turns float images in [0, 1] into all-zero PNGs."""
     from lightning.pytorch import loggers
 
-    first = [to_8bit(img[0]) for img in images]
+    from robust_nic.images import to_uint8
+
+    first = [to_uint8(img[0]) for img in images]
     if isinstance(logger, loggers.WandbLogger):
         hwc = [img.permute(1, 2, 0).numpy() for img in first]  # wandb.Image reads HWC uint8 arrays as is
         logger.log_image(key=key, images=hwc, caption=captions, step=step)

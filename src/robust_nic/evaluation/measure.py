@@ -32,6 +32,11 @@ def not_coded(x: torch.Tensor) -> Coded:
     return Coded(torch.full_like(x, math.nan), nan, nan.clone(), 0.0, 0.0, [], None)
 
 
+def code_or_nan(code, x: torch.Tensor) -> Coded:
+    """`code(x)` (the real coding of x), or NaN everywhere when x itself is not finite (not an image)."""
+    return code(x) if torch.isfinite(x).all() else not_coded(x)
+
+
 def clean_metrics(x: torch.Tensor, coded: Coded) -> dict[str, torch.Tensor]:
     """Per-image rate and quality of the real coding of source x."""
     return {

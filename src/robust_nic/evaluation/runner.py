@@ -18,14 +18,14 @@ from tqdm import tqdm
 from robust_nic.attacks import build_attack
 from robust_nic.codecs import CodecError, export_codec
 from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
-from robust_nic.data import split_files
+from robust_nic.data import split_files, whole_image_limit
 from robust_nic.defenses import build_defense
 from robust_nic.evaluation.measure import (
     PSNR_CAP,
     NonFiniteError,
     adversarial_metrics,
     clean_metrics,
-    not_coded,
+    code_or_nan,
     smooth_delta_psnr,
     smooth_reconstruction,
 )
@@ -143,10 +143,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     settings = resolve(cfg)
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
-    save_settings(settings, run_dir)
     files = split_files(settings["data"])["test"]  # first: a bad image list stops the run before any work
     codec = load_eval_codec(settings, device)
-    save_settings(settings, run_dir)  # again, with the channels the checkpoint really holds
+    save_settings(settings, run_dir)  # after loading: with the channels the checkpoint really holds
     defense = build_defense(settings.get("defense"), codec).to(device)
     # A bar over attack steps (inside the bar over images) unless the run says otherwise.
     attack = build_attack({**settings["attack"], "progress": settings.get("progress", True)})
@@ -158,7 +157,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     budgets = eps_values(settings["attack"]) if attack is not None else []
     sources = attack_sources(settings, codec, defense)
     evaluation = Evaluation(settings, codec, defense, attack, budgets, sources, files, run_dir)
-    max_pixels = int(settings["data"].get("max_pixels") or 64e6)
+    max_pixels = whole_image_limit(settings["data"])
 
     rows: list[dict] = []
     skipped: list[str] = []
@@ -221,7 +220,7 @@ def attack_and_measure(attack, source, coder, x, clean, target: dict | None = No
     x_adv = attack(source, x, **(target or {}))
     sync()
     seconds = time.perf_counter() - start
-    attacked = coder.code(x_adv) if torch.isfinite(x_adv).all() else not_coded(x_adv)
+    attacked = code_or_nan(coder.code, x_adv)
     metrics = adversarial_metrics(x, x_adv, clean, attacked)
     metrics["attack_s"] = torch.full_like(metrics["bpp"], seconds / x.shape[0])
     return x_adv, attacked, metrics

@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack
 from robust_nic.config import ConfigError, resolve, save_settings
-from robust_nic.data import split_files
+from robust_nic.data import split_files, whole_image_limit
 from robust_nic.evaluation.runner import eps_values, load_eval_codec, pick_device
-from robust_nic.images import MAX_PIXELS, read_image
+from robust_nic.images import read_image
 from robust_nic.studies.labels import checkpoint_label, model_label, unique
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> StudyInputs:
     settings = resolve(cfg)
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
-    save_settings(settings, run_dir)
     codecs = load_codecs(settings, device)
-    save_settings(settings, run_dir)  # again, with the channels the checkpoint really holds
+    save_settings(settings, run_dir)  # after loading: with the channels the checkpoints really hold
     return StudyInputs(settings, device, codecs, load_images(settings, device))
 
 
@@ -82,7 +81,7 @@ def load_images(settings: dict, device: torch.device) -> list[tuple[str, torch.T
     files = split_files(settings["data"])["test"]
     limit = settings.get("max_images")
     files = files[:limit] if limit else files
-    max_pixels = int(settings["data"].get("max_pixels") or MAX_PIXELS)
+    max_pixels = whole_image_limit(settings["data"])
     return [(path.name, read_image(path, max_pixels)[None].to(device)) for path in files]
 
 
