@@ -21,13 +21,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from robust_nic.attacks import Surrogate, build_attack  # noqa: E402
+from robust_nic.attacks import build_attack  # noqa: E402
 from robust_nic.codecs import load_codec_checkpoint  # noqa: E402
 from robust_nic.coding import code  # noqa: E402
 from robust_nic.config import compose_config  # noqa: E402
 from robust_nic.data import SAMPLE_HELDOUT, sample_photos  # noqa: E402
-from robust_nic.evaluation.runner import attack_and_measure  # noqa: E402
+from robust_nic.evaluation.attacked import attack_and_measure  # noqa: E402
 from robust_nic.images import read_image  # noqa: E402
+from robust_nic.reconstruction import Surrogate  # noqa: E402
 
 
 def attack_cfg(name: str, **overrides) -> dict:

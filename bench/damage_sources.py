@@ -22,13 +22,13 @@ import argparse
 
 import torch
 
-from robust_nic.attacks import build_attack, clean_reconstruction
+from robust_nic.attacks import build_attack
 from robust_nic.codecs import load_codec_checkpoint
 from robust_nic.coding import pad
 from robust_nic.data import split_files
-from robust_nic.evaluation.measure import smooth_reconstruction
 from robust_nic.images import read_image
 from robust_nic.metrics import psnr_from_mse
+from robust_nic.reconstruction import rounded_reconstruction, smooth_reconstruction
 
 ROUNDS_LATENTS_DIRECTLY = ("bmshj2018-factorized", "bmshj2018-hyperprior")
 
@@ -60,11 +60,11 @@ def main() -> None:
     print(f"{'photo':>12} {'attack':>9} {'eps':>6} {'PSNR_in':>8} {'real dPSNR':>10} {'smooth dPSNR':>12} {'flips %':>8} {'mean |dy|':>9}")
     for path in photos:
         x = read_image(path)[None][..., : args.crop, : args.crop]
-        x_hat, x_smooth = clean_reconstruction(codec, x), smooth_reconstruction(codec, x)
+        x_hat, x_smooth = rounded_reconstruction(codec, x), smooth_reconstruction(codec, x)
         for eps, name in [(float(e), n) for e in args.eps.split(",") for n in ("chen2023", "noise")]:
             x_adv = build_attack({"name": name, "eps": eps, "steps": args.steps})(codec, x)
             psnr_in = psnr(x, x_adv)
-            real = psnr_in - psnr(x_hat, clean_reconstruction(codec, x_adv))
+            real = psnr_in - psnr(x_hat, rounded_reconstruction(codec, x_adv))
             smooth = psnr_in - psnr(x_smooth, smooth_reconstruction(codec, x_adv))
             flips, shift = latent_flips(codec, x, x_adv) if args.arch in ROUNDS_LATENTS_DIRECTLY else (float("nan"),) * 2
             print(f"{path.name:>12} {name:>9} {eps:6.3f} {psnr_in:8.2f} {real:10.2f} {smooth:12.2f} {100 * flips:8.2f} {shift:9.3f}")

@@ -154,7 +154,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 def codec_labels(args: argparse.Namespace) -> tuple[str, str]:
     """The names the runs give the two codecs (from their files), or default/finetuned if they clash."""
-    from robust_nic.studies.labels import checkpoint_label
+    from robust_nic.evaluation.labels import checkpoint_label
 
     ours, tuned = checkpoint_label(args.codec), checkpoint_label(args.finetuned)
     return (ours, tuned) if ours != tuned else ("default", "finetuned")

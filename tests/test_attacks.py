@@ -19,14 +19,13 @@ from robust_nic.attacks import (
     Attack,
     AttackConfigError,
     Budget,
-    Surrogate,
     ZeroGradientError,
     build_attack,
-    patched_quantize,
 )
 from robust_nic.attacks.objectives import Objective, ms_ssim_loss
 from robust_nic.coding import bpp_from_likelihoods, code, forward_padded
 from robust_nic.metrics import mse_per_image, to_8bit
+from robust_nic.reconstruction import Surrogate, patched_quantize
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

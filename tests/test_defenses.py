@@ -10,7 +10,6 @@ import torch
 from omegaconf import OmegaConf
 from skimage import data
 
-from robust_nic.attacks.surrogate import Surrogate, entropy_modules, patched_quantize
 from robust_nic.codecs import build_codec
 from robust_nic.coding import code, forward_padded
 from robust_nic.defenses import (
@@ -25,6 +24,7 @@ from robust_nic.defenses import (
     dihedral,
 )
 from robust_nic.metrics import mse_per_image, psnr, to_8bit
+from robust_nic.reconstruction import Surrogate, entropy_modules, patched_quantize
 
 DEFENSE_CFGS = [
     {"name": "none"},

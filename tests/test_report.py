@@ -9,9 +9,9 @@ from conftest import compose_config
 
 from robust_nic.cli import main as cli_main
 from robust_nic.config import resolve, save_settings, write_json
+from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps
 from robust_nic.evaluation.report import find_runs, write_report
-from robust_nic.studies.manifest import write_manifest
 
 CLEAN = {"test/clean/bpp": 0.5, "test/clean/bpp_est": 0.52, "test/clean/psnr": 30.0, "test/clean/ms_ssim": 0.95,
          "test/images": 3.0}  # fmt: skip

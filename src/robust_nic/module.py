@@ -9,11 +9,11 @@ import lightning as L
 import torch
 from compressai.models import CompressionModel
 
-from robust_nic.attacks.surrogate import Surrogate
 from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
 from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, code_or_nan
 from robust_nic.losses import RateDistortionLoss
+from robust_nic.reconstruction import reconstruct
 
 
 def split_parameters(codec: CompressionModel, entropy_lr_mult: float = 1.0) -> tuple[list[dict], list]:
@@ -121,13 +121,11 @@ class CodecModule(L.LightningModule):
 
     def real_reconstructions(self, inputs: torch.Tensor, clean_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstructions as the real decoder makes them (differentiable for `inputs`, constant for
-        `clean_inputs`): the attack engine's surrogate with straight-through rounding. Not a knob: noise
+        `clean_inputs`): straight-through rounding (robust_nic.reconstruction). Not a knob: noise
         draws differ between the two inputs, and skip would leave the rounded path untrained."""
-        surrogate = Surrogate(self.codec, "ste")
-        with surrogate.active():
-            with torch.no_grad():
-                clean = surrogate(clean_inputs)["x_hat"]
-            return surrogate(inputs)["x_hat"], clean
+        with torch.no_grad():
+            clean = reconstruct(self.codec, clean_inputs, "ste")
+        return reconstruct(self.codec, inputs, "ste"), clean
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer, aux_optimizer = self.optimizers()

@@ -10,6 +10,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from robust_nic.evaluation import metric_keys
 from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps, write_rows_csv
 
 log = logging.getLogger(__name__)
@@ -39,18 +40,17 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
         return rows
     write_rows_csv(rows, sweep_dir / "summary.csv")
     (sweep_dir / "summary.md").write_text(markdown_table(rows))
-    eps_rows = [r for r in rows if "attack.eps" in r and "test/adv/delta_psnr" in r]
+    delta = metric_keys.key("adv", "delta_psnr")
+    eps_rows = [r for r in rows if "attack.eps" in r and delta in r]
     if len(eps_rows) > 1:
-        curve = [(float(r["attack.eps"]), r["test/adv/delta_psnr"]) for r in eps_rows]
+        curve = [(float(r["attack.eps"]), r[delta]) for r in eps_rows]
         plot_delta_psnr_vs_eps({"adv": curve}, sweep_dir / "delta_psnr_vs_eps.png")
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
     """Overrides plus the headline metrics of each job."""
-    keys = ["job", "overrides"] + [
-        k for k in rows[0] if k.startswith(("val/", "test/clean/psnr", "test/clean/bpp", "test/adv/delta_psnr", "test/adv/psnr", "steps"))
-    ]
+    keys = ["job", "overrides", *metric_keys.headline_keys(rows[0])]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
         cells = [f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys]

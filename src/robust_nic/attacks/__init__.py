@@ -10,13 +10,7 @@ from robust_nic.attacks.budget import ATOL, NORMS, Budget
 from robust_nic.attacks.engine import ZeroGradientError
 from robust_nic.attacks.factory import KEYS, build_attack
 from robust_nic.attacks.objectives import DISTANCES, OBJECTIVES, REFERENCES, Objective, ObjectiveError
-from robust_nic.attacks.surrogate import (
-    PROXIES,
-    ProxyError,
-    Surrogate,
-    clean_reconstruction,
-    patched_quantize,
-)
+from robust_nic.reconstruction import PROXIES, ProxyError
 
 __all__ = [
     "ATOL",
@@ -34,9 +28,6 @@ __all__ = [
     "Objective",
     "ObjectiveError",
     "ProxyError",
-    "Surrogate",
     "ZeroGradientError",
     "build_attack",
-    "clean_reconstruction",
-    "patched_quantize",
 ]

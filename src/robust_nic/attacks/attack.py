@@ -14,12 +14,12 @@ from robust_nic.attacks.engine import Problem
 from robust_nic.attacks.iterative import ITERATIVE, iterative
 from robust_nic.attacks.noise import gaussian_noise
 from robust_nic.attacks.objectives import Objective
-from robust_nic.attacks.surrogate import (
+from robust_nic.reconstruction import (
     PROXIES_WITH_LIKELIHOODS,
     ProxyError,
     Surrogate,
     check_proxy,
-    clean_reconstruction,
+    rounded_reconstruction,
 )
 
 OPTIMIZERS = ("chen2023", *ITERATIVE, "noise")
@@ -131,7 +131,7 @@ class Attack:
             x_adv = gaussian_noise(x, self.budget, generator)
             return AttackResult(self.budget.round(x, x_adv), torch.full_like(x[:, 0, 0, 0], torch.nan))
         with torch.enable_grad():
-            recon = clean_reconstruction(codec, x) if self.objective.needs_recon else None
+            recon = rounded_reconstruction(codec, x) if self.objective.needs_recon else None
             goal = self.objective.goal(x, recon, target, mask)
             surrogate = Surrogate(codec, self.proxy, generator)
             with surrogate.active():

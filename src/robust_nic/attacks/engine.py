@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from robust_nic.attacks.budget import Budget, expand
 from robust_nic.attacks.objectives import Objective
-from robust_nic.attacks.surrogate import PROXIES, Surrogate
+from robust_nic.reconstruction import PROXIES, Surrogate
 
 
 class ZeroGradientError(RuntimeError):

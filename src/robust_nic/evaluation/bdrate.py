@@ -14,12 +14,13 @@ import warnings
 
 import bjontegaard
 
+from robust_nic.evaluation.metric_keys import clean_key
 from robust_nic.evaluation.report.runs import Run, data_key, find_runs
 from robust_nic.metrics import ms_ssim_db
 
 QUALITIES = {
-    "psnr": ("test/clean/psnr", float),
-    "ms-ssim": ("test/clean/ms_ssim", lambda v: float(ms_ssim_db(v))),
+    "psnr": (clean_key("psnr"), float),
+    "ms-ssim": (clean_key("ms_ssim"), lambda v: float(ms_ssim_db(v))),
 }
 
 
@@ -30,7 +31,7 @@ class BDRateError(ValueError):
 def rd_points(runs: list[Run], quality: str) -> tuple[list[float], list[float]]:
     """(bpp, quality) of each run's clean evaluation, sorted by bpp."""
     key, convert = QUALITIES[quality]
-    points = sorted((float(r.metrics["test/clean/bpp"]), convert(r.metrics.get(key, math.nan))) for r in runs)
+    points = sorted((float(r.metrics[clean_key("bpp")]), convert(r.metrics.get(key, math.nan))) for r in runs)
     if any(math.isnan(q) for _, q in points):
         raise BDRateError(f"{quality} was not measured in every run (MS-SSIM needs images of 161 px or more)")
     return [p[0] for p in points], [p[1] for p in points]
@@ -43,7 +44,7 @@ def evaluation_runs(paths: list[str], side: str) -> list[Run]:
             f"--{side} needs evaluation runs of at least 2 qualities (one rate-distortion point each), "
             f"found {len(runs)} in {paths}; evaluate the codec at more qualities (python evaluate.py -m model.quality=...)"
         )
-    bpps = [r.metrics["test/clean/bpp"] for r in runs]
+    bpps = [r.metrics[clean_key("bpp")] for r in runs]
     if len(set(bpps)) < len(bpps):
         raise BDRateError(f"--{side} has runs with the same bpp (the same codec twice?): {sorted(bpps)}")
     return runs

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from robust_nic.attacks.surrogate import Surrogate
 from robust_nic.coding import Coded
 from robust_nic.metrics import ms_ssim, ms_ssim_db, psnr
+from robust_nic.reconstruction import smooth_reconstruction
 
 # Bit-identical 8-bit images (MSE exactly 0, and only they) have infinite PSNR: capped so averages stay finite.
 PSNR_CAP = 100.0
@@ -76,14 +76,6 @@ def adversarial_metrics(
         "bpp_est": attacked.bpp_est,
         "delta_bpp_pct": 100 * (attacked.bpp - clean.bpp) / clean.bpp,
     }
-
-
-@torch.no_grad()
-def smooth_reconstruction(codec: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """g_s(g_a(x)) without rounding the latents: what the codec's transforms alone make of x."""
-    surrogate = Surrogate(codec, "skip")
-    with surrogate.active():
-        return surrogate(x)["x_hat"]
 
 
 def smooth_delta_psnr(

@@ -7,12 +7,8 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
-
-from robust_nic.images import write_png  # noqa: E402
+from robust_nic.images import write_png
+from robust_nic.plotting import plt
 
 
 def write_rows_csv(rows: list[dict], path: Path) -> Path:

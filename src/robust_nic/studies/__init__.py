@@ -1,30 +1,47 @@
 """Studies run by `python evaluate.py study=NAME`: recompression, transfer, noise.
 
-Each writes CSV tables, figures, a flat metrics.json and a study.json manifest (read by the report).
+Each is one module that registers its run function and options with `@STUDIES.register(NAME, options=...)`
+and writes CSV tables, figures, a flat metrics.json and a study.json manifest (read by the report).
+A new study is a new module here (listed in STUDY_MODULES) plus conf/study/NAME.yaml.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from robust_nic.config import ConfigError
+from robust_nic.registry import Registry, RegistryError
+
+STUDIES = Registry("study")
+STUDY_MODULES = ("noise", "recompression", "transfer")
 
 
-def _studies() -> dict[str, Callable[[DictConfig, Path], dict]]:
-    from robust_nic.studies.noise import run_noise
-    from robust_nic.studies.recompression import run_recompression
-    from robust_nic.studies.transfer import run_transfer
+@dataclass(frozen=True)
+class CodecListOptions:
+    """Studies that compare codecs: more checkpoints (same model.arch) beside the model.* codec."""
 
-    return {"recompression": run_recompression, "transfer": run_transfer, "noise": run_noise}
+    codecs: list[str] = field(default_factory=list)
+    labels: list[str] | None = None  # names for `codecs`, in order (default: from the file names)
+    label: str | None = None  # name of the model.* codec (default: from model.checkpoint)
+
+
+def load_studies() -> Registry:
+    for module in STUDY_MODULES:
+        importlib.import_module(f"robust_nic.studies.{module}")
+    return STUDIES
 
 
 def run_study(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the study named by cfg.study.name in run_dir; returns its flat metrics."""
-    name = cfg.study.name
-    studies = _studies()
-    if name not in studies:
-        raise ConfigError(f"unknown study {name!r}; choose study=none or one of {list(studies)}")
-    return studies[name](cfg, Path(run_dir))
+    study = OmegaConf.to_container(cfg.study, resolve=True)
+    name = study.get("name")
+    try:
+        entry = load_studies().get(name)
+        STUDIES.options(name, study)  # unknown keys and bad values fail before any work
+    except RegistryError as err:
+        raise ConfigError(f"{err} (or study=none)") from err
+    return entry.target(cfg, Path(run_dir))

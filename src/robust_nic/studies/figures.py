@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from robust_nic.evaluation.outputs import plt  # Agg backend already selected there
+from robust_nic.plotting import plt
 
 QUALITY_PANELS = (("psnr", "PSNR vs original (dB)"), ("ms_ssim", "MS-SSIM vs original"), ("bpp", "bpp"))
 

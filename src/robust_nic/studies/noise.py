@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,11 +16,13 @@ from omegaconf import DictConfig
 
 from robust_nic.config import ConfigError, write_json
 from robust_nic.defenses import Defense, build_defense
+from robust_nic.evaluation.attacked import attack_and_measure, attack_sources, strongest_of
+from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.measure import clean_metrics
 from robust_nic.evaluation.outputs import mean_of, plot_delta_psnr_vs_eps, write_rows_csv
-from robust_nic.evaluation.runner import attack_and_measure, attack_sources, strongest_of, summarize_rows
-from robust_nic.studies.inputs import prepare, required_attack
-from robust_nic.studies.manifest import write_manifest
+from robust_nic.evaluation.setup import prepare, required_attack
+from robust_nic.evaluation.summary import summarize_rows
+from robust_nic.studies import STUDIES
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,12 @@ def budget_table(rows: list[dict], kinds: list[str]) -> list[dict]:
     return table
 
 
+@dataclass(frozen=True)
+class NoiseOptions:
+    mse: list[float] = field(default_factory=lambda: list(DEFAULT_MSE))  # budgets as MSE; attack.eps is ignored
+
+
+@STUDIES.register("noise", options=NoiseOptions)
 def run_noise(cfg: DictConfig, run_dir: Path) -> dict:
     """`python evaluate.py study=noise attack=pgd ... [study.mse=[1e-5,1e-4]]`: table, figure, JSONs."""
     inputs = prepare(cfg, run_dir)

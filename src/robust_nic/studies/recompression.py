@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,12 +17,13 @@ from omegaconf import DictConfig
 
 from robust_nic.config import ConfigError, write_json
 from robust_nic.defenses import Defense, build_defense
+from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.measure import clean_metrics
 from robust_nic.evaluation.outputs import mean_of, write_rows_csv
+from robust_nic.evaluation.setup import EvalInputs, prepare
 from robust_nic.images import read_image, write_png
+from robust_nic.studies import STUDIES, CodecListOptions
 from robust_nic.studies.figures import plot_quality_vs_generation
-from robust_nic.studies.inputs import StudyInputs, prepare
-from robust_nic.studies.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def recompress(
     return rows
 
 
-def recompression_coders(inputs: StudyInputs) -> dict[str, Defense]:
+def recompression_coders(inputs: EvalInputs) -> dict[str, Defense]:
     """Every codec as is; the model.* codec also behind `defense` (if any) and, with
     study.with_self_ensemble, behind the self-ensemble."""
     coders = {label: build_defense(None, codec) for label, codec in inputs.codecs.items()}
@@ -87,6 +89,14 @@ def mean_curve(label: str, rows: list[dict], generations: int) -> list[dict]:
     return curve
 
 
+@dataclass(frozen=True)
+class RecompressionOptions(CodecListOptions):
+    generations: int = 50
+    with_self_ensemble: bool = False  # also the model.* codec behind the self-ensemble
+    keep_generations: list[int] = field(default_factory=lambda: [1, 10, 50])  # decoded PNGs kept
+
+
+@STUDIES.register("recompression", options=RecompressionOptions)
 def run_recompression(cfg: DictConfig, run_dir: Path) -> dict:
     """`python evaluate.py study=recompression ...`: CSVs, figure, metrics.json and study.json."""
     inputs = prepare(cfg, run_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,11 +21,12 @@ from robust_nic.attacks.budget import Budget
 from robust_nic.coding import Coded
 from robust_nic.config import ConfigError, write_json
 from robust_nic.defenses import Defense, build_defense
+from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.measure import adversarial_metrics
 from robust_nic.evaluation.outputs import mean_of, write_rows_csv
+from robust_nic.evaluation.setup import prepare, required_attack, single_eps
+from robust_nic.studies import STUDIES, CodecListOptions
 from robust_nic.studies.figures import plot_heatmap
-from robust_nic.studies.inputs import prepare, required_attack, single_eps
-from robust_nic.studies.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,17 @@ def matrix_rows(matrix: torch.Tensor, rows: list[str], columns: list[str], corne
     return [{corner: r} | {c: float(matrix[i, j]) for j, c in enumerate(columns)} for i, r in enumerate(rows)]
 
 
+@dataclass(frozen=True)
+class TransferOptions(CodecListOptions):
+    cross_image: bool = True  # the N_images x N_images matrix; false: cross-codec only
+    fit: str = "crop"  # perturbation to another image's size: crop | resize
+
+    def __post_init__(self):
+        if self.fit not in ("crop", "resize"):
+            raise ValueError(f"study.fit must be crop or resize, not {self.fit!r}")
+
+
+@STUDIES.register("transfer", options=TransferOptions)
 def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
     """`python evaluate.py study=transfer attack=pgd ... [study.codecs=[A,B]]`: CSVs, heat-maps, JSONs."""
     inputs = prepare(cfg, run_dir)

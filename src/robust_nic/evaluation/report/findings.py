@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from robust_nic.evaluation.metric_keys import clean_key
 from robust_nic.evaluation.report.runs import Run, baseline
 from robust_nic.evaluation.report.tables import attack_text, eps_text, fmt
 
@@ -17,7 +18,7 @@ def findings(runs: list[Run], rows: list[dict]) -> list[str]:
                 f"`{run.codec}` under {attack_text(row['attack'])} at eps {eps}: delta_psnr "
                 f"{fmt(row.get('delta_psnr'), 1)} dB, i.e. a perturbation of PSNR_in {fmt(row.get('psnr_in'), 1)} dB "
                 f"moves the reconstruction by PSNR_out {fmt(row.get('psnr_out'), 1)} dB; its PSNR vs the source "
-                f"is {fmt(run.metrics.get('test/clean/psnr'), 1)} dB clean, {fmt(row.get('psnr'), 1)} dB attacked."
+                f"is {fmt(run.metrics.get(clean_key('psnr')), 1)} dB clean, {fmt(row.get('psnr'), 1)} dB attacked."
             )
         elif row["kind"] == "adaptive":
             adv = next(

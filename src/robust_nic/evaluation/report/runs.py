@@ -10,8 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from robust_nic.studies.labels import model_label
-from robust_nic.studies.manifest import read_manifest
+from robust_nic.evaluation.labels import model_label
+from robust_nic.evaluation.manifest import read_manifest
+from robust_nic.evaluation.metric_keys import clean_key
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Run:
 
     @property
     def is_evaluation(self) -> bool:
-        return self.manifest is None and "test/clean/psnr" in self.metrics
+        return self.manifest is None and clean_key("psnr") in self.metrics
 
     @property
     def model(self) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from robust_nic.evaluation import metric_keys
+from robust_nic.evaluation.metric_keys import ATTACK_KINDS, CLEAN_METRICS, budget_eps, clean_key, run_key
 from robust_nic.evaluation.report.runs import Run, baseline
 
 
@@ -36,14 +38,14 @@ def eps_list(attack: dict) -> list[float]:
 
 
 def clean_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
-    columns = ["Codec", "Arch", "Quality", "Defense", "Images", "bpp", "PSNR (dB)", "MS-SSIM", "Run"]
+    columns = ["Codec", "Arch", "Quality", "Defense", "Images", *(m.label for m in CLEAN_METRICS), "Run"]
     rows = []
     for run in sorted(runs, key=lambda r: (r.codec, r.model.get("quality") or 0, r.defended, r.name)):
         m = run.metrics
         rows.append([
             run.codec, run.model.get("arch"), str(run.model.get("quality")), run.defense,
-            fmt(m.get("test/images"), 0), fmt(m.get("test/clean/bpp"), 3), fmt(m.get("test/clean/psnr")),
-            fmt(m.get("test/clean/ms_ssim"), 4), run.name,
+            fmt(m.get(run_key("images")), 0), *(fmt(m.get(clean_key(c.name)), c.digits) for c in CLEAN_METRICS),
+            run.name,
         ])  # fmt: skip
     return columns, rows
 
@@ -59,20 +61,14 @@ def robustness_rows(run: Run, runs: list[Run]) -> list[dict]:
     cost = {}
     if base is not None:
         cost = {
-            "cost_bpp": m["test/clean/bpp"] - base.metrics["test/clean/bpp"],
-            "cost_psnr": m["test/clean/psnr"] - base.metrics["test/clean/psnr"],
+            f"cost_{name}": m[clean_key(name)] - base.metrics[clean_key(name)] for name in ("bpp", "psnr")
         }
     rows = []
     for eps in budgets:
-        for kind in ("adv", "adaptive"):
-            prefix = f"test/{kind}/" if len(budgets) == 1 else f"test/{kind}/eps_{eps:g}/"
-            if f"{prefix}delta_psnr" not in m:
+        for kind in ATTACK_KINDS:
+            values = metric_keys.values(m, kind, budget_eps(eps, budgets))
+            if "delta_psnr" not in values:
                 continue
-            values = {
-                k[len(prefix) :]: v
-                for k, v in m.items()
-                if k.startswith(prefix) and "/" not in k[len(prefix) :]
-            }
             rows.append({"run": run, "eps": eps, "kind": kind, "attack": attack} | values | cost)
     return rows
 
@@ -92,7 +88,7 @@ def robustness_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             run.codec, str(run.model.get("quality")), run.defense, attack_text(row["attack"]),
             eps_text(row["eps"], row["attack"].get("norm", "rms")), kind, fmt(row.get("psnr_in")),
             fmt(row.get("psnr_out")), fmt(row.get("delta_psnr")), fmt(row.get("delta_psnr_smooth")),
-            f"{fmt(row.get('psnr'))} ({fmt(run.metrics.get('test/clean/psnr'))})",
+            f"{fmt(row.get('psnr'))} ({fmt(run.metrics.get(clean_key('psnr')))})",
             f"{fmt(row.get('delta_bpp_pct'), 1, sign=True)} %",
             fmt(row["cost_bpp"], 3, sign=True) if "cost_bpp" in row else no_cost,
             f"{fmt(row['cost_psnr'], 2, sign=True)} dB" if "cost_psnr" in row else no_cost, run.name,

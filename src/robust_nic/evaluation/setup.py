@@ -1,4 +1,5 @@
-"""What every study starts from: resolved settings, the codecs to compare, the test images, the attack."""
+"""What every evaluation and study starts from: resolved settings, device, the codecs, the test images,
+the attack and its budgets. The runner (evaluate.py) and every study prepare through here."""
 
 from __future__ import annotations
 
@@ -12,21 +13,50 @@ from compressai.models import CompressionModel
 from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack
-from robust_nic.config import ConfigError, resolve, save_settings
+from robust_nic.codecs import CodecError
+from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings
 from robust_nic.data import split_files, whole_image_limit
-from robust_nic.evaluation.runner import eps_values, load_eval_codec, pick_device
+from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
 from robust_nic.images import read_image
-from robust_nic.studies.labels import checkpoint_label, model_label, unique
 
 log = logging.getLogger(__name__)
 
 
+def pick_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def attack_budgets(attack_cfg: dict) -> list[float]:
+    """The budgets of a run: attack.eps may be one value or a list, and a list means SEVERAL BUDGETS, each
+    evaluated on every image (one row per image and budget). The attack itself is then built once per
+    budget (`Attack.with_eps`); a tensor eps (one per image) exists only inside training batches."""
+    eps = attack_cfg.get("eps")
+    values = eps if isinstance(eps, (list, tuple)) else [eps]
+    return [float(e) for e in values]
+
+
+def load_eval_codec(settings: dict, device: torch.device):
+    model = settings["model"]
+    if not model.get("pretrained") and not model.get("checkpoint"):
+        raise CodecError(
+            f"model={model.get('name')} has no pretrained weights: evaluate a trained codec with "
+            "model.checkpoint=PATH (e.g. outputs/train/RUN/checkpoints/last.ckpt), or a zoo codec with "
+            "model.pretrained=true"
+        )
+    codec = codec_from_settings(model).to(device).eval()
+    codec.update(force=True)
+    return codec
+
+
 @dataclass
-class StudyInputs:
+class EvalInputs:
     settings: dict
     device: torch.device
     codecs: dict[str, CompressionModel]  # label -> codec; the model.* codec comes first
-    images: list[tuple[str, torch.Tensor]]  # (file name, 1x3xHxW in [0,1] on device)
+    files: list[Path]  # the test images (the first max_images of the test split)
+    images: list[tuple[str, torch.Tensor]] | None = None  # (file name, 1x3xHxW in [0,1] on device)
 
     @property
     def study(self) -> dict:
@@ -37,18 +67,30 @@ class StudyInputs:
         return next(iter(self.codecs))
 
     @property
+    def codec(self) -> CompressionModel:
+        """The evaluated codec (model.*)."""
+        return self.codecs[self.main_label]
+
+    @property
     def defense_cfg(self) -> dict:
         return dict(self.settings.get("defense") or {"name": "none"})
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> StudyInputs:
-    """Resolve and save the config, seed, load the codecs (model.* then study.codecs) and test images."""
+def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True) -> EvalInputs:
+    """Resolve and save the config, seed, list the test images, load the codecs (model.* then study.codecs)
+    and, with `read_images`, read every test image (the runner reads them one by one instead, skipping
+    unreadable ones)."""
     settings = resolve(cfg)
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
+    files = test_files(settings)  # first: a bad image list stops the run before any work
     codecs = load_codecs(settings, device)
     save_settings(settings, run_dir)  # after loading: with the channels the checkpoints really hold
-    return StudyInputs(settings, device, codecs, load_images(settings, device))
+    inputs = EvalInputs(settings, device, codecs, files)
+    if read_images:
+        max_pixels = whole_image_limit(settings["data"])
+        inputs.images = [(path.name, read_image(path, max_pixels)[None].to(device)) for path in files]
+    return inputs
 
 
 def load_codecs(settings: dict, device: torch.device) -> dict[str, CompressionModel]:
@@ -57,7 +99,7 @@ def load_codecs(settings: dict, device: torch.device) -> dict[str, CompressionMo
     study.labels (optional) names the study.codecs in order; study.label names the model.* codec.
     A study.codecs entry that is model.checkpoint itself is skipped.
     """
-    study = settings["study"]
+    study = settings.get("study") or {}
     paths = [str(p) for p in (study.get("codecs") or [])]
     labels = list(study.get("labels") or [])
     if labels and len(labels) != len(paths):
@@ -76,17 +118,15 @@ def load_codecs(settings: dict, device: torch.device) -> dict[str, CompressionMo
     return codecs
 
 
-def load_images(settings: dict, device: torch.device) -> list[tuple[str, torch.Tensor]]:
+def test_files(settings: dict) -> list[Path]:
     """The test split of `data`, the first `max_images` of it."""
     files = split_files(settings["data"])["test"]
     limit = settings.get("max_images")
-    files = files[:limit] if limit else files
-    max_pixels = whole_image_limit(settings["data"])
-    return [(path.name, read_image(path, max_pixels)[None].to(device)) for path in files]
+    return files[:limit] if limit else files
 
 
 def single_eps(settings: dict, study: str) -> float:
-    budgets = eps_values(settings["attack"])
+    budgets = attack_budgets(settings["attack"])
     if len(budgets) != 1:
         raise ConfigError(f"study={study} takes one attack.eps, got {budgets}; run one job per budget (-m)")
     return budgets[0]

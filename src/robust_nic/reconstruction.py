@@ -1,9 +1,17 @@
-"""Differentiable stand-ins for a codec's quantization (the attack's proxy), applied to a frozen codec.
+"""Every way a codec turns an image into a reconstruction, in one place (attacks, training and evaluation).
 
-In eval() CompressAI rounds the latents, so d x_hat / d x is exactly zero: an attack needs a proxy.
-Patching `quantize` of every entropy module (instead of flipping `training`) also covers mbt2018 and
-cheng2020, whose forward picks the mode from the model's own `training` flag, and any wrapper module
-(defenses) that contains a codec.
+    way          how                                        differentiable in x   rates
+    bitstream    coding.code(codec, x) -> Coded             no (real coder)       real bits + estimate
+    rounded      rounded_reconstruction(codec, x)           no (zero gradient)    -
+    "ste"        reconstruct(codec, x, "ste")               yes (identity)        likelihoods
+    "noise"      reconstruct(codec, x, "noise", generator)  yes                   likelihoods
+    "skip"       smooth_reconstruction(codec, x)            yes                   none (not rates)
+
+"ste", "noise" and "skip" are proxies of the quantization: differentiable stand-ins applied to a frozen
+codec. In eval() CompressAI rounds the latents, so d x_hat / d x is exactly zero. Patching `quantize`
+of every entropy module (instead of flipping `training`) also covers mbt2018 and cheng2020, whose
+forward picks the mode from the model's own `training` flag, and any wrapper module (defenses) that
+contains a codec. `Surrogate` keeps one proxy active over many forwards (the attack loop).
 """
 
 from __future__ import annotations
@@ -15,15 +23,31 @@ import torch
 from compressai.entropy_models import EntropyModel
 from torch import nn
 
-from robust_nic.coding import crop, forward_padded, pad
+from robust_nic.coding import Coded, code, crop, forward_padded, pad
+
+__all__ = [
+    "PROXIES",
+    "PROXIES_WITH_LIKELIHOODS",
+    "Coded",
+    "ProxyError",
+    "Surrogate",
+    "check_proxy",
+    "code",
+    "entropy_modules",
+    "frozen",
+    "patched_quantize",
+    "reconstruct",
+    "rounded_reconstruction",
+    "smooth_reconstruction",
+]
 
 PROXIES = ("skip", "noise", "ste", "none")
-# Proxies whose forward yields likelihoods (the rate objective needs them).
+# Proxies whose forward yields likelihoods (a rate objective needs them).
 PROXIES_WITH_LIKELIHOODS = ("noise", "ste", "none")
 
 
 class ProxyError(ValueError):
-    """An attack proxy that is unknown or cannot serve the requested objective."""
+    """A quantization proxy that is unknown or cannot serve the requested objective."""
 
 
 def check_proxy(proxy: str) -> None:
@@ -107,7 +131,7 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 
 class Surrogate:
-    """The differentiable codec used by attacks: `surrogate(x) -> {"x_hat", "likelihoods"}` for any H, W.
+    """A differentiable codec: `surrogate(x) -> {"x_hat", "likelihoods"}` for any H, W, under `proxy`.
 
     `skip` runs g_s(g_a(x)) when the module exposes them (the paper's proxy; no likelihoods), otherwise
     the module's forward with quantization as identity. Use inside `surrogate.active()`.
@@ -135,8 +159,24 @@ class Surrogate:
         return out
 
 
+def reconstruct(
+    codec: nn.Module, x: torch.Tensor, proxy: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """x_hat of the frozen codec under `proxy`, differentiable in x (unless grad is off or proxy="none")."""
+    surrogate = Surrogate(codec, proxy, generator)
+    with surrogate.active():
+        return surrogate(x)["x_hat"]
+
+
 @torch.no_grad()
-def clean_reconstruction(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The reconstruction the real codec gives (eval-mode rounding), computed once per attack."""
-    with frozen(module):
-        return forward_padded(module, x)["x_hat"]
+def rounded_reconstruction(codec: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The codec's eval-mode forward (latents rounded as the real decoder does; no bitstream, no 8-bit
+    rounding of the input or output). Cheaper than `code` when only the reconstruction is needed."""
+    with frozen(codec):
+        return forward_padded(codec, x)["x_hat"]
+
+
+@torch.no_grad()
+def smooth_reconstruction(codec: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """g_s(g_a(x)) without rounding the latents: what the codec's transforms alone make of x."""
+    return reconstruct(codec, x, "skip")
