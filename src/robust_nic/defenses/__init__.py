@@ -8,29 +8,21 @@ out = defense(x)             # differentiable proxy {"x_hat", "likelihoods"}
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Mapping
 
 from compressai.models import CompressionModel
 
 from robust_nic.defenses import container, dihedral
-from robust_nic.defenses.base import Defense, NoDefense
+from robust_nic.defenses.base import DEFENSES, Defense, NoDefense
 from robust_nic.defenses.preprocess import BitDepth, Resize
 from robust_nic.defenses.self_ensemble import SelfEnsemble, SelfEnsembleCoded
+from robust_nic.registry import RegistryError
 
-DEFENSES: dict[str, type[Defense]] = {
-    "none": NoDefense,
-    "self_ensemble": SelfEnsemble,
-    "resize": Resize,
-    "bitdepth": BitDepth,
-}
-
-# The knobs each defense takes from its Hydra group (conf/defense/<name>.yaml).
-KNOBS = {
-    "none": {},
-    "self_ensemble": {"transforms": lambda v: [int(k) for k in v]},
-    "resize": {"factor": float, "antialias": bool},
-    "bitdepth": {"bits": int},
-}
+# Modules that register defenses with `@DEFENSES.register(...)`: a new defense is one more file here
+# plus conf/defense/<name>.yaml.
+DEFENSE_MODULES = ("base", "preprocess", "self_ensemble")
 
 
 class DefenseError(ValueError):
@@ -38,29 +30,21 @@ class DefenseError(ValueError):
 
 
 def build_defense(cfg: Mapping | None, codec: CompressionModel) -> Defense:
-    """The defense named by `cfg["name"]` (none|self_ensemble|resize|bitdepth) around `codec`.
+    """The defense named by `cfg["name"]` around `codec`, its options from the rest of `cfg`.
 
     `cfg` is the Hydra `defense` group (a DictConfig works) or None for no defense. Unknown names and
-    knobs are errors, not silently ignored.
+    options are errors, not silently ignored.
     """
+    for module in DEFENSE_MODULES:
+        importlib.import_module(f"robust_nic.defenses.{module}")
     cfg = dict(cfg or {"name": "none"})
-    name = cfg.pop("name", "none") or "none"
-    if name not in DEFENSES:
-        raise DefenseError(f"unknown defense {name!r}; choose one of {sorted(DEFENSES)}")
-    unknown = sorted(set(cfg) - set(KNOBS[name]))
-    if unknown:
-        raise DefenseError(f"defense {name!r} has no option(s) {unknown}; its options: {sorted(KNOBS[name])}")
-    kwargs = {}
-    for key, value in cfg.items():
-        if value is None:
-            continue
-        try:
-            kwargs[key] = KNOBS[name][key](value)
-        except (TypeError, ValueError) as err:
-            raise DefenseError(f"defense {name!r}: bad {key}={value!r}: {err}") from err
+    name = cfg.get("name") or "none"
     try:
-        return DEFENSES[name](codec, **kwargs)
-    except ValueError as err:
+        entry = DEFENSES.get(name)
+        options = DEFENSES.options(name, cfg)
+        kwargs = dataclasses.asdict(options) if options is not None else {}
+        return entry.target(codec, **kwargs)
+    except (RegistryError, ValueError) as err:
         raise DefenseError(str(err)) from err
 
 

@@ -6,6 +6,10 @@ from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from robust_nic.coding import Coded, code, forward_padded
+from robust_nic.registry import Registry
+
+# name -> Defense subclass, with its options dataclass (the keys of conf/defense/<name>.yaml).
+DEFENSES = Registry("defense")
 
 
 class Defense(nn.Module):
@@ -44,5 +48,6 @@ class Defense(nn.Module):
         return self.description
 
 
+@DEFENSES.register("none")
 class NoDefense(Defense):
     """The codec as is, so that evaluation runs one code path with or without a defense."""

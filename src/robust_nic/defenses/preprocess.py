@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from compressai.models import CompressionModel
 from torch import Tensor
 
 from robust_nic.coding import Coded, code, forward_padded, sync
-from robust_nic.defenses.base import Defense
+from robust_nic.defenses.base import DEFENSES, Defense
 from robust_nic.metrics import to_8bit
 
 
@@ -20,6 +21,13 @@ def bicubic(x: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=antialias).clamp(0, 1)
 
 
+@dataclass(frozen=True)
+class ResizeOptions:
+    factor: float = 0.5  # in (0, 1]
+    antialias: bool = True
+
+
+@DEFENSES.register("resize", options=ResizeOptions)
 class Resize(Defense):
     """Bicubic down-scale by `factor`, code the small image, bicubic up-scale after decoding.
 
@@ -81,6 +89,12 @@ def reduce_bits(x: Tensor, bits: int) -> Tensor:
     return (x.clamp(0, 1) * levels).round() / levels
 
 
+@dataclass(frozen=True)
+class BitDepthOptions:
+    bits: int = 5
+
+
+@DEFENSES.register("bitdepth", options=BitDepthOptions)
 class BitDepth(Defense):
     """Quantize the input to `bits` bits per channel before coding (squeezes small perturbations away).
 

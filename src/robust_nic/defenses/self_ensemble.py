@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from compressai.models import CompressionModel
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from robust_nic.coding import Coded, code, crop, ensure_updated, forward_padded, pad, sync
 from robust_nic.defenses import container, dihedral
-from robust_nic.defenses.base import Defense
+from robust_nic.defenses.base import DEFENSES, Defense
 from robust_nic.metrics import mse_per_image, to_8bit
 
 
@@ -40,6 +40,12 @@ class SelfEnsembleCoded(Coded):
     transforms: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class SelfEnsembleOptions:
+    transforms: list[int] = field(default_factory=lambda: list(range(8)))  # dihedral indices 0..7
+
+
+@DEFENSES.register("self_ensemble", options=SelfEnsembleOptions)
 class SelfEnsemble(Defense):
     name = "self_ensemble"
 
