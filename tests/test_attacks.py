@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +23,15 @@ from robust_nic.attacks import (
     ZeroGradientError,
     build_attack,
 )
+from robust_nic.attacks.factory import variant, with_defaults
 from robust_nic.attacks.objectives import Objective, ms_ssim_loss
 from robust_nic.coding import bpp_from_likelihoods, code, forward_padded
+from robust_nic.config import compose_config, resolve
 from robust_nic.metrics import mse_per_image, to_8bit
 from robust_nic.reconstruction import Surrogate, patched_quantize
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "attack"
 LATENT_SCALE = 4.0
 NORM_EPS = {"rms": 0.01, "linf": 4 / 255}
 FAST = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -70,8 +72,14 @@ def codec(photo) -> ScaleHyperprior:
     return model.eval()
 
 
+@functools.cache
+def attack_config(name: str) -> dict:
+    """conf/attack/<name>.yaml as Hydra composes it (base + the attack's differences)."""
+    return OmegaConf.to_container(compose_config("evaluate", [f"attack={name}"]).attack, resolve=True)
+
+
 def attack(name: str, norm: str = "rms", **overrides) -> Attack:
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    cfg = dict(attack_config(name))
     cfg.update(norm=norm, eps=NORM_EPS[norm], steps=3, proxy="skip")
     cfg.update(overrides)
     return build_attack(cfg)
@@ -402,16 +410,48 @@ def test_restarts_keep_strongest(codec, photo):
 # --- configuration and calling context ----------------------------------------------------------
 
 
+# What each conf/attack file builds (the values the 20-key YAMLs had before the shared base).
+EXPECTED_BUILDS = {
+    "chen2023": ("skip", {"steps": 1001, "lr": 0.01, "random_start": False}),
+    "pgd": ("ste", {"steps": 100, "alpha": None, "random_start": True}),
+    "ifgsm": ("skip", {"steps": 100, "alpha": None, "random_start": False}),
+    "mifgsm": ("skip", {"steps": 100, "alpha": None, "random_start": False, "decay": 1.0}),
+    "noise": ("skip", None),
+}
+
+
 @pytest.mark.parametrize("name", ["none", *OPTIMIZERS])
 def test_configs_build(name):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    assert set(cfg) == set(OmegaConf.load(CONF / "none.yaml"))
+    cfg = attack_config(name)
+    assert set(cfg) == set(attack_config("none"))  # every attack.* override composes with every attack
     built = build_attack(cfg)
     assert (built is None) == (name == "none")
     if built is not None:
-        assert built.eps == 0.01 and built.budget.norm == "rms"
-    if name == "chen2023":
-        assert built.steps == 1001 and built.lr == 0.01 and built.proxy == "skip"
+        assert built.eps == 0.01 and built.budget.norm == "rms" and built.restarts == 1 and built.seed == 0
+        proxy, options = EXPECTED_BUILDS[name]
+        assert built.proxy == proxy
+        assert (dataclasses.asdict(built.options) if built.options else None) == options
+
+
+def test_auto_resolves_to_the_paper_recipe():
+    settings = resolve(compose_config("train", ["attack.eps=0.01"]))
+    built = build_attack(settings["attack"])
+    assert built.name == "chen2023" and built.options.steps == 300 and built.warmup_steps == 100
+    assert with_defaults(settings["attack"])["lr"] == 0.01  # the saved config says what ran
+
+
+def test_options_of_another_optimiser_are_said_or_dropped(caplog):
+    with caplog.at_level("WARNING"):
+        build_attack({**attack_config("pgd"), "lr": 0.1})  # pgd has no lr: ignored, and said
+    assert "attack=pgd ignores ['attack.lr=0.1']" in caplog.text
+    with pytest.raises(AttackConfigError, match=r"attack\.stepz"):
+        build_attack({**attack_config("pgd"), "stepz": 3})
+    with pytest.raises(AttackConfigError, match=r"bad attack\.steps"):
+        build_attack({**attack_config("pgd"), "steps": "many"})
+    # finetuning's validation attack may switch optimiser: the training one's own options do not follow
+    training = with_defaults(attack_config("chen2023"))
+    val = build_attack(variant(training, {"name": "pgd", "steps": 7}))
+    assert val.name == "pgd" and val.options.steps == 7 and val.options.random_start is False  # shared knob kept
 
 
 def test_config_errors():

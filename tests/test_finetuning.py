@@ -150,7 +150,7 @@ def test_consistency_term_compares_real_reconstructions(small_codec):
 def test_finetuning_recipes_compose_to_their_attacks(experiment, name, proxy, steps, consistency):
     settings = resolve(compose_config("train", [f"experiment={experiment}", "model.checkpoint=x.ckpt"]))
     attack = build_attack(settings["attack"])
-    assert (attack.name, attack.proxy, attack.steps, attack.eps) == (name, proxy, steps, 0.01)
+    assert (attack.name, attack.proxy, attack.options.steps, attack.eps) == (name, proxy, steps, 0.01)
     assert settings["train"]["consistency_weight"] == consistency
 
 

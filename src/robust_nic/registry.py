@@ -49,6 +49,9 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def __iter__(self):
+        return iter(self.names())
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 

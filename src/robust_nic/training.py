@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
-from robust_nic.attacks import build_attack
+from robust_nic.attacks import build_attack, with_defaults
+from robust_nic.attacks.factory import variant as attack_variant
 from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule
 from robust_nic.module import CodecModule
@@ -100,6 +101,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     Re-running in the same run_dir continues from its checkpoint with the most training. `overrides`
     (train.py's command-line overrides) go into the message that says how to continue an interrupted run."""
     settings = resolve(cfg)
+    settings["attack"] = with_defaults(settings.get("attack"))
     # Before any work: the outputs can be written, and where training continues from.
     run_dir = Path(run_dir)
     start = resume_point(settings.get("ckpt_path"), run_dir / "checkpoints")
@@ -112,7 +114,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     L.seed_everything(int(settings.get("seed", 0)), workers=True, verbose=False)
     attack = build_attack(settings.get("attack"))
     val_overrides = {k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None}
-    val_attack = build_attack({**settings["attack"], **val_overrides}) if attack and val_overrides else None
+    val_attack = build_attack(attack_variant(settings["attack"], val_overrides)) if attack and val_overrides else None
     codec = codec_from_settings(settings["model"])
     module = CodecModule(codec, settings, attack=attack, val_attack=val_attack)
     datamodule = ImageDataModule(settings["data"], first_batch=start.batches if start else 0)

@@ -5,17 +5,18 @@ attack = build_attack(cfg.attack)      # None for attack=none
 x_adv = attack(codec, x)               # 8-bit, within budget; codec left as found
 """
 
-from robust_nic.attacks.attack import OPTIMIZERS, Attack, AttackConfigError, AttackResult
+from robust_nic.attacks.attack import Attack, AttackConfigError, AttackResult
 from robust_nic.attacks.budget import ATOL, NORMS, Budget
 from robust_nic.attacks.engine import ZeroGradientError
-from robust_nic.attacks.factory import KEYS, build_attack
+from robust_nic.attacks.factory import SHARED_KEYS, build_attack, with_defaults
 from robust_nic.attacks.objectives import DISTANCES, OBJECTIVES, REFERENCES, Objective, ObjectiveError
+from robust_nic.attacks.optimizers import OPTIMIZERS, load_optimizers
 from robust_nic.reconstruction import PROXIES, ProxyError
 
 __all__ = [
     "ATOL",
     "DISTANCES",
-    "KEYS",
+    "SHARED_KEYS",
     "NORMS",
     "OBJECTIVES",
     "OPTIMIZERS",
@@ -30,4 +31,8 @@ __all__ = [
     "ProxyError",
     "ZeroGradientError",
     "build_attack",
+    "load_optimizers",
+    "with_defaults",
 ]
+
+load_optimizers()  # every built-in optimiser registered once the package is imported

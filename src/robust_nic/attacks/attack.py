@@ -9,11 +9,9 @@ import torch
 from torch import nn
 
 from robust_nic.attacks.budget import Budget, Eps, expand
-from robust_nic.attacks.chen2023 import chen2023
 from robust_nic.attacks.engine import Problem
-from robust_nic.attacks.iterative import ITERATIVE, iterative
-from robust_nic.attacks.noise import gaussian_noise
 from robust_nic.attacks.objectives import Objective
+from robust_nic.attacks.optimizers import OPTIMIZERS, load_optimizers
 from robust_nic.reconstruction import (
     PROXIES_WITH_LIKELIHOODS,
     ProxyError,
@@ -21,8 +19,7 @@ from robust_nic.reconstruction import (
     check_proxy,
     rounded_reconstruction,
 )
-
-OPTIMIZERS = ("chen2023", *ITERATIVE, "noise")
+from robust_nic.registry import RegistryError
 
 
 class AttackConfigError(ValueError):
@@ -38,33 +35,34 @@ class AttackResult:
 @dataclass(frozen=True)
 class Attack:
     """Optimiser + budget + objective + quantization proxy. The codec is left exactly as found
-    (parameters, .grad, requires_grad, train/eval flags); x_adv is 8-bit and within budget."""
+    (parameters, .grad, requires_grad, train/eval flags); x_adv is 8-bit and within budget.
+
+    `name` is a registered optimiser (robust_nic.attacks.optimizers) and `options` its options
+    dataclass (None: its defaults)."""
 
     name: str = "chen2023"
     budget: Budget = dataclasses.field(default_factory=Budget)
     objective: Objective = dataclasses.field(default_factory=Objective)
     proxy: str = "skip"
-    steps: int = 1001
-    lr: float = 0.01
-    alpha: float | None = None
-    decay: float = 1.0
+    options: object = None
     restarts: int = 1
-    random_start: bool = False
     seed: int | None = 0
     progress: bool = False
     warmup_steps: int = 0
 
     def __post_init__(self):
-        if self.name not in OPTIMIZERS:
-            raise AttackConfigError(
-                f"unknown attack.name {self.name!r}; choose one of {['none', *OPTIMIZERS]}"
-            )
+        try:
+            entry = load_optimizers().get(self.name)
+        except RegistryError as err:
+            raise AttackConfigError(f"{err} (or none), as attack.name / attack=NAME") from err
+        if self.options is None and entry.options is not None:
+            object.__setattr__(self, "options", entry.options())
         try:
             check_proxy(self.proxy)
         except ProxyError as err:
             raise AttackConfigError(str(err)) from err
         if (
-            self.name != "noise"
+            not getattr(entry.target, "gradient_free", False)
             and self.objective.needs_likelihoods
             and self.proxy not in PROXIES_WITH_LIKELIHOODS
         ):
@@ -72,10 +70,13 @@ class Attack:
                 f"attack.objective=rate needs likelihoods, which attack.proxy={self.proxy!r} does not give; "
                 f"use attack.proxy=ste or noise"
             )
-        if self.steps < 1 or self.restarts < 1:
-            raise AttackConfigError(
-                f"attack.steps and attack.restarts must be >= 1 (got {self.steps}, {self.restarts})"
-            )
+        steps = getattr(self.options, "steps", 1)
+        if steps < 1 or self.restarts < 1:
+            raise AttackConfigError(f"attack.steps and attack.restarts must be >= 1 (got {steps}, {self.restarts})")
+
+    @property
+    def optimizer(self):
+        return OPTIMIZERS.get(self.name).target
 
     @property
     def eps(self) -> Eps:
@@ -127,8 +128,8 @@ class Attack:
             generator.seed()
         else:
             generator.manual_seed(self.seed)
-        if self.name == "noise":
-            x_adv = gaussian_noise(x, self.budget, generator)
+        if getattr(self.optimizer, "gradient_free", False):
+            x_adv = self.optimizer(x, self.budget, generator)
             return AttackResult(self.budget.round(x, x_adv), torch.full_like(x[:, 0, 0, 0], torch.nan))
         with torch.enable_grad():
             recon = rounded_reconstruction(codec, x) if self.objective.needs_recon else None
@@ -148,8 +149,4 @@ class Attack:
         return AttackResult(self.budget.round(x, best_x), best_score)
 
     def _optimise(self, problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.name == "chen2023":
-            return chen2023(problem, self.steps, self.lr, self.random_start, self.progress)
-        return iterative(
-            problem, self.name, self.steps, self.alpha, self.decay, self.random_start, self.progress
-        )
+        return self.optimizer(problem, self.options, self.progress)

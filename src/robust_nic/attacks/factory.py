@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Mapping
 
 import torch
@@ -9,12 +11,18 @@ import torch
 from robust_nic.attacks.attack import Attack, AttackConfigError
 from robust_nic.attacks.budget import Budget
 from robust_nic.attacks.objectives import Objective, ObjectiveError
+from robust_nic.attacks.optimizers import OPTIMIZERS, defaults, knobs, load_optimizers
+from robust_nic.registry import RegistryError
 
-# attack.* keys this factory reads; other keys (owned by evaluation or finetuning) are ignored.
-KEYS = (
-    "name", "norm", "eps", "linf", "steps", "lr", "alpha", "decay", "objective", "reference", "distance",
-    "proxy", "restarts", "random_start", "target_bpp", "seed", "progress", "warmup_steps",
+log = logging.getLogger(__name__)
+
+# attack.* keys shared by every optimiser; each optimiser adds its own (optimizers.knobs()).
+SHARED_KEYS = (
+    "name", "norm", "eps", "linf", "objective", "reference", "distance", "proxy", "restarts", "target_bpp",
+    "seed", "progress", "warmup_steps",
 )  # fmt: skip
+# Keys owned by evaluation or finetuning, not by the attack (read where they are used).
+OTHER_KEYS = ("target_image", "use")
 
 
 def _plain(cfg: Mapping) -> dict:
@@ -35,16 +43,59 @@ def _eps(value) -> float | torch.Tensor:
     return torch.tensor(value, dtype=torch.float32) if isinstance(value, (list, tuple)) else float(value)
 
 
+def with_defaults(cfg: Mapping | None) -> dict | None:
+    """The `attack` settings with each null option of the chosen optimiser replaced by its default, so that
+    the run's saved config says what ran (attack.steps: 1001, not null)."""
+    if not cfg:
+        return cfg
+    cfg = _plain(cfg)
+    name = cfg.get("name")
+    if name in (None, "none", "auto") or name not in load_optimizers():
+        return cfg
+    return cfg | {k: v for k, v in defaults(name).items() if cfg.get(k) is None}
+
+
+def variant(cfg: Mapping, overrides: Mapping) -> dict:
+    """`cfg` with `overrides` (e.g. finetuning's train.val_attack). When they name another optimiser, the
+    first optimiser's own options that the new one lacks are dropped (they describe the other one)."""
+    cfg = _plain(cfg)
+    merged = cfg | dict(overrides)
+    name = merged.get("name")
+    if name != cfg.get("name") and name in load_optimizers():
+        entry = OPTIMIZERS.get(name)
+        own = {f.name for f in dataclasses.fields(entry.options)} if entry.options else set()
+        merged = {k: v for k, v in merged.items() if k not in knobs() - own or k in overrides}
+    return merged
+
+
 def build_attack(cfg: Mapping | None) -> Attack | None:
-    """An Attack from the `attack` config dict; None for no config or `name: none` (no attack)."""
+    """An Attack from the `attack` config dict; None for no config or `name: none` (no attack).
+
+    The optimiser's own keys become its options dataclass (null = its default); a key no optimiser has is
+    an error naming it, another optimiser's option a warning (it is ignored)."""
     if not cfg:
         return None
     cfg = _plain(cfg)
     name = cfg.get("name", "none")
     if name in (None, "none"):
         return None
-    defaults = Attack()
     get = lambda key, default: default if cfg.get(key) is None else cfg[key]  # noqa: E731
+    try:
+        entry = load_optimizers().get(name)
+    except RegistryError as err:
+        raise AttackConfigError(f"{err} (or none), as attack.name / attack=NAME") from err
+    own = {f.name for f in dataclasses.fields(entry.options)} if entry.options else set()
+    unknown = sorted(set(cfg) - set(SHARED_KEYS) - set(OTHER_KEYS) - knobs())
+    if unknown:
+        raise AttackConfigError(
+            f"attack={name} has no option(s) {[f'attack.{k}' for k in unknown]}; its own options: {sorted(own)}, "
+            f"shared: {sorted(SHARED_KEYS)}"
+        )
+    foreign = sorted(k for k in knobs() - own if cfg.get(k) is not None)
+    if foreign:
+        # Another optimiser's option (a sweep over attack=pgd,noise with attack.steps=N): said, not fatal.
+        log.warning("attack=%s ignores %s (options of other optimisers); its own: %s",
+                    name, [f"attack.{k}={cfg[k]}" for k in foreign], sorted(own))  # fmt: skip
     try:
         budget = Budget(norm=get("norm", "rms"), eps=_eps(get("eps", 0.01)), linf=cfg.get("linf"))
         objective = Objective(
@@ -53,20 +104,17 @@ def build_attack(cfg: Mapping | None) -> Attack | None:
             distance=get("distance", "mse"),
             target_bpp=cfg.get("target_bpp"),
         )
+        options = OPTIMIZERS.options(name, {k: cfg.get(k) for k in own}, ignore=())
     except (ValueError, ObjectiveError) as err:
         raise AttackConfigError(str(err)) from err
     return Attack(
         name=name,
         budget=budget,
         objective=objective,
-        proxy=get("proxy", defaults.proxy),
-        steps=int(get("steps", defaults.steps)),
-        lr=float(get("lr", defaults.lr)),
-        alpha=cfg.get("alpha"),
-        decay=float(get("decay", defaults.decay)),
-        restarts=int(get("restarts", defaults.restarts)),
-        random_start=bool(get("random_start", name == "pgd")),
-        seed=cfg.get("seed", defaults.seed),
+        proxy=get("proxy", "skip"),
+        options=options,
+        restarts=int(get("restarts", 1)),
+        seed=cfg.get("seed", 0),
         progress=bool(get("progress", False)),
         warmup_steps=int(get("warmup_steps", 0)),
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from robust_nic.attacks.budget import expand, per_image, rms
 from robust_nic.attacks.engine import Problem, iterate
-
-ITERATIVE = ("pgd", "ifgsm", "mifgsm")
+from robust_nic.attacks.optimizers import OPTIMIZERS
 
 
 def default_alpha(norm: str, eps: float | torch.Tensor, steps: int) -> float | torch.Tensor:
@@ -19,21 +20,47 @@ def default_alpha(norm: str, eps: float | torch.Tensor, steps: int) -> float | t
     return eps * (reach if norm == "linf" else max(0.25, reach))
 
 
-def iterative(
-    problem: Problem,
-    name: str,
-    steps: int,
-    alpha: float | None = None,
-    decay: float = 1.0,
-    random_start: bool = True,
-    progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class IFGSMOptions:
+    steps: int = 100
+    alpha: float | None = None  # step size; None = 2.5*eps/steps (linf), at least eps/4 (rms)
+    random_start: bool = False
+
+
+@dataclass(frozen=True)
+class PGDOptions(IFGSMOptions):
+    random_start: bool = True
+
+
+@dataclass(frozen=True)
+class MIFGSMOptions(IFGSMOptions):
+    decay: float = 1.0  # momentum decay
+
+
+@OPTIMIZERS.register("pgd", options=PGDOptions)
+def pgd(problem: Problem, options: PGDOptions, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    return iterative(problem, "pgd", options, progress)
+
+
+@OPTIMIZERS.register("ifgsm", options=IFGSMOptions)
+def ifgsm(problem: Problem, options: IFGSMOptions, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    return iterative(problem, "ifgsm", options, progress)
+
+
+@OPTIMIZERS.register("mifgsm", options=MIFGSMOptions)
+def mifgsm(problem: Problem, options: MIFGSMOptions, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    return iterative(problem, "mifgsm", options, progress)
+
+
+def iterative(problem: Problem, name: str, options, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient ascent with projection onto the budget after every step.
 
     pgd: rms-normalised gradient step (rms norm) or sign step (linf); ifgsm: sign step; mifgsm: sign
     (or rms-normalised) step along the L1-normalised gradient momentum (`decay`). Every step has size
     `alpha` in the budget's norm.
     """
+    steps, alpha, random_start = options.steps, options.alpha, options.random_start
+    decay = getattr(options, "decay", 1.0)
     x, budget = problem.x, problem.budget
     alpha = default_alpha(budget.norm, budget.eps, steps) if alpha is None else alpha
     alpha = expand(per_image(alpha, x), x)

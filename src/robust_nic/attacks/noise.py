@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from robust_nic.attacks.budget import Budget, expand, per_image
+from robust_nic.attacks.optimizers import OPTIMIZERS
 
 REFILLS = 3  # clipping to [0,1] loses norm; rescaling a few times wins most of it back
 
 
+@OPTIMIZERS.register("noise")
 def gaussian_noise(x: torch.Tensor, budget: Budget, generator: torch.Generator) -> torch.Tensor:
     """x plus Gaussian noise whose norm is eps (as close as [0,1] clipping allows)."""
     delta = budget.project(x, budget.scaled_noise(x, generator))
@@ -17,3 +19,6 @@ def gaussian_noise(x: torch.Tensor, budget: Budget, generator: torch.Generator) 
         size = expand(budget.size(delta), x).clamp_min(1e-12)
         delta = budget.project(x, delta * eps / size)
     return x + delta
+
+
+gaussian_noise.gradient_free = True  # no codec, no gradient: the attack calls it with (x, budget, generator)

@@ -12,7 +12,7 @@ import torch
 from compressai.models import CompressionModel
 from omegaconf import DictConfig
 
-from robust_nic.attacks import build_attack
+from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.codecs import CodecError
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings
 from robust_nic.data import split_files, whole_image_limit
@@ -81,6 +81,7 @@ def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True) -> EvalInp
     and, with `read_images`, read every test image (the runner reads them one by one instead, skipping
     unreadable ones)."""
     settings = resolve(cfg)
+    settings["attack"] = with_defaults(settings.get("attack"))
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
     files = test_files(settings)  # first: a bad image list stops the run before any work
