@@ -64,7 +64,14 @@ def main(argv: list[str] | None = None) -> None:
         "--test", nargs="+", required=True, help="evaluation runs of the codec under test, 2+ qualities"
     )
     bdrate.add_argument("--out", default=None, help="also write the result as JSON")
+    fit = sub.add_parser("fit-latent-range", help="fit defense=latent_range's per-channel ranges on the training photos")
+    fit.add_argument("--checkpoint", required=True, help="the codec (as model.checkpoint)")
+    fit.add_argument("--out", default=None, help="output file (default: CHECKPOINT.latent_range.pt)")
+    fit.add_argument("overrides", nargs="*", help="more evaluate.py overrides, e.g. model=... data=...")
     args = parser.parse_args(argv)
+    if args.command == "fit-latent-range":
+        path = run_job(lambda: {"ranges": str(fit_latent_ranges([f"model.checkpoint={args.checkpoint}", *args.overrides], args.out))})
+        print(f"latent ranges written to {path['ranges']}")
     if args.command == "bdrate":
         print_bd_rate(args.anchor, args.test, args.out)
     elif args.command == "report":
@@ -76,6 +83,27 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         print(f"report written to {path}")
+
+
+def fit_latent_ranges(overrides: list[str], out: str | None = None) -> Path:
+    """The codec as evaluate.py loads it, its latent ranges over the training split of `data`, written
+    next to the checkpoint (or to `out`)."""
+    import torch
+
+    from robust_nic.config import compose_config, resolve
+    from robust_nic.data import split_files, whole_image_limit
+    from robust_nic.defenses.latent_range import RANGES_SUFFIX, fit_latent_range
+    from robust_nic.evaluation.setup import load_eval_codec
+    from robust_nic.images import read_image
+
+    settings = resolve(compose_config("evaluate", overrides))
+    codec = load_eval_codec(settings, torch.device("cpu"))
+    files = split_files(settings["data"])["train"]
+    max_pixels = whole_image_limit(settings["data"])
+    ranges = fit_latent_range(codec, (read_image(path, max_pixels)[None] for path in files))
+    target = Path(out) if out else Path(f"{settings['model']['checkpoint']}{RANGES_SUFFIX}")
+    torch.save(ranges, target)
+    return target
 
 
 def print_bd_rate(anchor: list[str], test: list[str], out: str | None) -> None:

@@ -22,7 +22,7 @@ from robust_nic.registry import RegistryError
 
 # Modules that register defenses with `@DEFENSES.register(...)`: a new defense is one more file here
 # plus conf/defense/<name>.yaml.
-DEFENSE_MODULES = ("base", "preprocess", "self_ensemble")
+DEFENSE_MODULES = ("base", "preprocess", "self_ensemble", "latent_range")
 
 
 class DefenseError(ValueError):
