@@ -1,16 +1,32 @@
-"""Build CompressAI codecs: zoo architectures, qualities, lambdas, weights and checkpoints."""
+"""Build codecs: registered architectures (CompressAI's zoo and your own), qualities, lambdas, weights and
+checkpoints.
+
+A codec from outside the zoo is a CompressionModel subclass registered with its constructor arguments per
+quality (and a `from_state_dict` classmethod, as the zoo models have, so checkpoints load):
+
+    @register_codec("my-codec", configs={1: (64, 96), 2: (96, 128)})
+    class MyCodec(CompressionModel): ...
+
+then `python train.py model.arch=my-codec model.module=my_package.codecs` (model.module is imported
+first, so that the decorator runs) trains, evaluates, attacks and exports it like the zoo ones.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import urllib.error
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from compressai.models import CompressionModel
 from compressai.zoo import image as zoo_image
 from compressai.zoo.pretrained import load_pretrained
+
+from robust_nic.registry import Registry, RegistryError
 
 METRICS = ("mse", "ms-ssim")
 
@@ -25,18 +41,61 @@ class CodecError(ValueError):
     """A codec cannot be built or loaded as configured; the message says how to fix it."""
 
 
+@dataclass(frozen=True)
+class CodecSpec:
+    cls: type[CompressionModel]
+    configs: Mapping[int, tuple]  # quality -> constructor arguments, e.g. (N, M)
+    urls: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # metric -> quality -> weights URL
+
+
+CODECS = Registry("codec architecture (model.arch)")
+
+
+def register_codec(name: str, configs: Mapping[int, tuple], urls: Mapping | None = None):
+    """Class decorator: `name` becomes a model.arch, built with `configs[quality]`."""
+
+    def decorate(cls: type[CompressionModel]) -> type[CompressionModel]:
+        if not configs:
+            raise CodecError(f"register_codec({name!r}) needs at least one quality in configs")
+        CODECS.register(name)(CodecSpec(cls, dict(configs), dict(urls or {})))
+        return cls
+
+    return decorate
+
+
+for _arch, _cls in zoo_image.model_architectures.items():
+    # CompressAI 1.2.8 spells one name with _ in model_architectures and with - in cfgs
+    _configs = zoo_image.cfgs.get(_arch) or zoo_image.cfgs[_arch.replace("_", "-")]
+    register_codec(_arch, _configs, zoo_image.model_urls.get(_arch, {}))(_cls)
+
+
+def import_codec_module(module: str | None) -> None:
+    """model.module: the user's module that registers more architectures (imported once)."""
+    if not module:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise CodecError(f"model.module={module} cannot be imported ({err}); is it on PYTHONPATH?") from err
+
+
+def codec_spec(arch: str) -> CodecSpec:
+    try:
+        return CODECS.get(arch).target
+    except RegistryError as err:
+        raise CodecError(f"{err}; a codec of your own: see robust_nic.codecs.register_codec") from err
+
+
 def architectures() -> list[str]:
-    return sorted(zoo_image.model_architectures)
+    return CODECS.names()
 
 
 def qualities(arch: str) -> list[int]:
-    check_arch(arch)
-    return sorted(zoo_image.cfgs[arch])
+    return sorted(codec_spec(arch).configs)
 
 
 def check_arch(arch: str) -> None:
-    if arch not in zoo_image.model_architectures:
-        raise CodecError(f"unknown codec architecture {arch!r}; choose one of {architectures()}")
+    codec_spec(arch)
 
 
 def check_quality(arch: str, quality: int) -> None:
@@ -58,8 +117,7 @@ def lambda_for(metric: str, quality: int) -> float:
 
 
 def codec_class(arch: str) -> type[CompressionModel]:
-    check_arch(arch)
-    return zoo_image.model_architectures[arch]
+    return codec_spec(arch).cls
 
 
 def build_codec(
@@ -82,7 +140,7 @@ def build_codec(
     if pretrained:
         return load_pretrained_codec(arch, quality, metric)
     cls = codec_class(arch)
-    args = tuple(channels) if channels else zoo_image.cfgs[arch][quality]
+    args = tuple(channels) if channels else codec_spec(arch).configs[quality]
     return cls(*args)
 
 
@@ -92,12 +150,12 @@ def real_channels(codec: CompressionModel, arch: str) -> list[int] | None:
     n, m = getattr(codec, "N", None), getattr(codec, "M", None)
     if n is None:
         return None
-    arity = len(next(iter(zoo_image.cfgs[arch].values())))
+    arity = len(next(iter(codec_spec(arch).configs.values())))
     return [int(n), int(m if m is not None else n)][:arity]
 
 
 def pretrained_url(arch: str, quality: int, metric: str) -> str:
-    urls = zoo_image.model_urls.get(arch, {}).get(metric, {})
+    urls = codec_spec(arch).urls.get(metric, {})
     if quality not in urls:
         raise CodecError(f"CompressAI has no pretrained {arch} weights for metric={metric}, quality={quality}")
     return urls[quality]

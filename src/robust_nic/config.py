@@ -14,6 +14,7 @@ from robust_nic.codecs import (
     check_arch,
     check_metric,
     check_quality,
+    import_codec_module,
     lambda_for,
     real_channels,
 )
@@ -46,6 +47,7 @@ def resolve(cfg: DictConfig) -> dict:
         raise CodecError(f"unknown loss metric {loss.get('metric')!r}; choose loss=mse or loss=ms_ssim")
     loss["metric"] = metric
     model["metric"] = model.get("metric") or metric
+    import_codec_module(model.get("module"))  # a user's module that registers model.arch
     check_arch(model["arch"])
     check_metric(model["metric"])
     check_quality(model["arch"], int(model["quality"]))
