@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import warnings
@@ -47,28 +48,15 @@ def photo() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def codec(photo) -> ScaleHyperprior:
-    """A small hyperprior codec trained briefly on the photo, so latents and distortions mean something."""
-    torch.manual_seed(0)
-    model = ScaleHyperprior(16, 24)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(100):
-        i, j = torch.randint(0, 33, (2,)).tolist()
-        batch = torch.cat([photo[..., i : i + 64, j : j + 64], photo[..., j : j + 64, i : i + 64].flip(-1)])
-        out = model(batch)
-        rd = 0.0483 * 255**2 * mse_per_image(out["x_hat"], batch) + bpp_from_likelihoods(
-            out["likelihoods"], 64 * 64
-        )
-        optimizer.zero_grad()
-        rd.mean().backward()
-        optimizer.step()
+def codec(small_codec) -> ScaleHyperprior:
+    """The session's small trained codec (tests/conftest.py), with finer latent quantization (the same
+    unquantized function): an 8-bit-sized perturbation should flip some roundings."""
+    model = copy.deepcopy(small_codec)
     with torch.no_grad():
-        # Finer latent quantization (same unquantized function): after so little training most
-        # latents would round to 0, and an 8-bit-sized perturbation would rarely flip any rounding.
         model.g_a[-1].weight.mul_(LATENT_SCALE)
         model.g_a[-1].bias.mul_(LATENT_SCALE)
         model.g_s[0].weight.div_(LATENT_SCALE)
-    model.zero_grad(set_to_none=True)
+    model.update(force=True)
     return model.eval()
 
 
@@ -80,7 +68,9 @@ def attack_config(name: str) -> dict:
 
 def attack(name: str, norm: str = "rms", **overrides) -> Attack:
     cfg = dict(attack_config(name))
-    cfg.update(norm=norm, eps=NORM_EPS[norm], steps=3, proxy="skip")
+    cfg.update(norm=norm, eps=NORM_EPS[norm], steps=3)
+    if cfg["objective"] != "rate":  # a rate attack (attack=bitrate) needs its likelihood-giving proxy
+        cfg["proxy"] = "skip"
     cfg.update(overrides)
     return build_attack(cfg)
 
@@ -377,11 +367,12 @@ def test_targeted_moves_towards_target(codec, photo):
 def test_rate_attack_raises_bpp(codec, photo):
     x = crop(photo, 64, 64)
     clean = code(codec, x, update=True)
-    attacked = code(codec, attack("pgd", proxy="ste", objective="rate", steps=12, eps=0.03)(codec, x))
+    # rms 0.1: the shared small codec's estimated rate rose only 3 % at rms 0.03 (measured)
+    attacked = code(codec, attack("pgd", proxy="ste", objective="rate", steps=12, eps=0.1)(codec, x))
     assert (attacked.bpp_est > clean.bpp_est * 1.05).all()
     assert (attacked.bpp > clean.bpp).all()
 
-    toward = attack("pgd", proxy="ste", objective="rate", target_bpp=0.0, steps=12, eps=0.03)(codec, x)
+    toward = attack("pgd", proxy="ste", objective="rate", target_bpp=0.0, steps=12, eps=0.1)(codec, x)
     assert (code(codec, toward).bpp_est < clean.bpp_est).all()
 
 
@@ -417,6 +408,7 @@ EXPECTED_BUILDS = {
     "ifgsm": ("skip", {"steps": 100, "alpha": None, "random_start": False}),
     "mifgsm": ("skip", {"steps": 100, "alpha": None, "random_start": False, "decay": 1.0}),
     "noise": ("skip", None),
+    "bitrate": ("ste", {"steps": 100, "alpha": None, "random_start": True}),
 }
 
 

@@ -3,14 +3,11 @@ pre-processing sizes and rates, and input gradients through every defense's diff
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 from skimage import data
 
-from robust_nic.codecs import build_codec
 from robust_nic.coding import code, forward_padded
 from robust_nic.defenses import (
     BitDepth,
@@ -49,24 +46,9 @@ def crops(image: torch.Tensor, n: int, h: int, w: int, seed: int) -> torch.Tenso
 
 
 @pytest.fixture(scope="module")
-def codec():
-    """A tiny hyperprior codec trained a few steps so that reconstructions roughly resemble inputs."""
-    torch.manual_seed(0)
-    model = build_codec("bmshj2018-hyperprior", 3, channels=[16, 24])
-    image = astronaut()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    model.train()
-    for step in range(80):
-        x = crops(image, 8, 64, 64, seed=step)
-        out = model(x)
-        bpp = sum(torch.log(p).sum() for p in out["likelihoods"].values()) / (-math.log(2) * x.numel() / 3)
-        loss = 0.0483 * 255**2 * torch.mean((out["x_hat"] - x) ** 2) + bpp + model.aux_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    model.update(force=True)
-    return model
+def codec(small_codec):
+    """The session's small trained codec (tests/conftest.py)."""
+    return small_codec
 
 
 @pytest.fixture(scope="module")
