@@ -20,7 +20,7 @@ from robust_nic.training import train
 
 def module_for(codec, *overrides):
     settings = resolve(compose_config("train", [*FAST, "data.root=/tmp", "attack=pgd", "attack.steps=2", *overrides]))
-    return CodecModule(codec, settings, attack=build_attack(settings["attack"])), settings
+    return CodecModule.from_settings(codec, settings, attack=build_attack(settings["attack"])), settings
 
 
 def test_inner_attack_leaves_no_gradient_or_mode_change(small_codec):

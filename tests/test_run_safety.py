@@ -50,13 +50,13 @@ class RaiseAt(Callback):
             raise self.error
 
     def on_train_batch_end(self, trainer, pl_module, *args):
-        if trainer.global_step // 2 >= self.batches:
+        if trainer.global_step >= self.batches:  # one Lightning step per batch
             raise self.error
 
 
 @pytest.fixture
 def trained_run(tmp_path_factory, photo_dir):
-    """A run directory with 4 trained batches (last.ckpt at global step 8)."""
+    """A run directory with 4 trained batches (last.ckpt at global step 4)."""
     run_dir = tmp_path_factory.mktemp("run")
     assert run_train(run_dir, photo_dir)["steps"] == 4
     return run_dir
@@ -135,6 +135,18 @@ def test_blocked_checkpoint_folder_fails_before_training(tmp_path, photo_dir):
     assert not (tmp_path / "csv").exists() and not (tmp_path / "config.yaml").exists()  # no work started
 
 
+def test_a_checkpoint_of_the_old_step_count_is_refused_with_what_to_do(trained_run, photo_dir):
+    ckpts = trained_run / "checkpoints"
+    old = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    old["global_step"] = 8  # 4 batches, counted twice (network and aux optimizer) before this version
+    del old["hyper_parameters"]["steps_per_batch"]
+    torch.save(old, ckpts / "last.ckpt")
+    before = sorted(p.name for p in ckpts.iterdir())
+    with pytest.raises(ConfigError, match=r"older robust-nic.*model\.checkpoint="):
+        run_train(trained_run, photo_dir, "trainer.max_steps=6")
+    assert sorted(p.name for p in ckpts.iterdir()) == before
+
+
 def test_ctrl_c_prints_the_command_that_resumes(tmp_path, photo_dir, caplog):
     run_dir = tmp_path / "run"
     caplog.set_level(logging.INFO, logger="robust_nic")
@@ -143,7 +155,7 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path, photo_dir, caplog):
             run_train(run_dir, photo_dir, callbacks=[RaiseAt(2, KeyboardInterrupt())])
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C
-    assert global_step(run_dir / "checkpoints" / "interrupted.ckpt") == 4  # 2 batches, 2 optimizers
+    assert global_step(run_dir / "checkpoints" / "interrupted.ckpt") == 2  # one step per batch
     message = next(r.getMessage() for r in caplog.records if "interrupted after 2 batches" in r.getMessage())
     command = message.splitlines()[-1].strip()
     assert command.startswith("python train.py ") and command.endswith(f"hydra.run.dir={run_dir}")
@@ -153,7 +165,7 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path, photo_dir, caplog):
     assert (
         f"resuming from {run_dir / 'checkpoints' / 'interrupted.ckpt'} at batch 2" in out.stdout + out.stderr
     )
-    assert global_step(run_dir / "checkpoints" / "last.ckpt") == 8
+    assert global_step(run_dir / "checkpoints" / "last.ckpt") == 4
     assert [
         int(r["step"]) for r in read_logged_rows(run_dir) if r["attempt"] == 2 and r.get("train/loss")
     ] == [2, 3]
@@ -260,7 +272,7 @@ def test_the_lock_is_one_per_directory_however_spelled_and_released(tmp_path):
 def test_a_crash_mid_training_keeps_the_batches_done(tmp_path, photo_dir, caplog):
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_train(tmp_path, photo_dir, callbacks=[RaiseAt(3, RuntimeError("disk on fire"))])
-    assert global_step(tmp_path / "checkpoints" / "interrupted.ckpt") == 6
+    assert global_step(tmp_path / "checkpoints" / "interrupted.ckpt") == 3
     assert "training failed (RuntimeError) after 3 batches" in caplog.text
     assert "To continue once the cause is fixed, run:\n  python train.py " in caplog.text
 

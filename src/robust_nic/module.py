@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -14,6 +15,7 @@ from robust_nic.coding import code
 from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, code_or_nan
 from robust_nic.losses import RateDistortionLoss
 from robust_nic.reconstruction import reconstruct
+from robust_nic.resume import STEPS_PER_BATCH
 
 
 def split_parameters(codec: CompressionModel, entropy_lr_mult: float = 1.0) -> tuple[list[dict], list]:
@@ -32,52 +34,107 @@ def split_parameters(codec: CompressionModel, entropy_lr_mult: float = 1.0) -> t
     return groups, aux
 
 
+@dataclass(frozen=True)
+class OptimSettings:
+    """The `optim` group: CompressAI's two Adam optimizers (network, aux quantiles) and the lr schedule."""
+
+    lr: float
+    aux_lr: float = 1e-3
+    clip: float = 1.0  # network gradient-norm clip
+    entropy_lr_mult: float = 1.0  # lr multiplier of the entropy bottleneck's density parameters
+    scheduler: str | None = "multistep"  # multistep | cosine | none
+    milestones: tuple[float, ...] = (0.8,)  # fractions of the training batches
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """The `train` group: how adversarial examples enter finetuning (active with an attack)."""
+
+    adv_ratio: float = 1.0  # fraction of each batch replaced by adversarial examples
+    adv_target: str = "adversarial"  # reconstruction target: the adversarial image (paper) or the source
+    consistency_weight: float = 0.0  # pull attacked reconstructions towards clean ones (beyond the paper)
+    robust_weight: float = 0.1  # val/robust_objective = val/rd_loss + robust_weight * val/adv/delta_psnr
+
+    def __post_init__(self):
+        if self.adv_target not in ("adversarial", "source"):
+            raise ValueError(f"train.adv_target must be adversarial or source, not {self.adv_target!r}")
+
+
 class CodecModule(L.LightningModule):
     """Trains `codec` on `lambda * D + R` with CompressAI's two optimizers.
 
-    `cfg` is the run's resolved configuration as plain containers (it is saved in checkpoints, which
-    must stay loadable with torch.load(weights_only=True)). With an attack, each training step first
-    crafts adversarial examples for part of the batch against the current weights.
+    One Lightning step per batch: the aux optimizer steps outside Lightning's count, so global_step,
+    trainer.max_steps, schedules and resumes all count batches. With an attack, each training step first
+    crafts adversarial examples for part of the batch against the current weights. `record` (the run's
+    resolved settings, plain containers) is only stored in checkpoints, never read back by the module.
     """
 
-    def __init__(self, codec: CompressionModel, cfg: Mapping, attack=None, val_attack=None):
+    def __init__(
+        self,
+        codec: CompressionModel,
+        loss: RateDistortionLoss,
+        optim: OptimSettings,
+        max_batches: int,
+        adversarial: AdversarialSettings = AdversarialSettings(),
+        consistency_lmbda: float = 0.0,
+        attack=None,
+        val_attack=None,
+        record: Mapping | None = None,
+    ):
         super().__init__()
         self.automatic_optimization = False  # two optimizers (network, aux)
         self.codec = codec
-        self.cfg = dict(cfg)
-        self.save_hyperparameters({"cfg": self.cfg})
-        loss_cfg = self.cfg["loss"]
-        self.loss = RateDistortionLoss(loss_cfg["metric"], loss_cfg["lmbda"])
-        self.optim_cfg = self.cfg["optim"]
-        self.train_cfg = self.cfg.get("train") or {}
+        # Checkpoints must stay loadable with weights_only=True: plain containers only.
+        self.save_hyperparameters({"cfg": dict(record or {}), "steps_per_batch": STEPS_PER_BATCH})
+        self.loss = loss
+        self.optim = optim
+        self.adversarial = adversarial
         self.attack = attack
         # Validation measures robustness at the full budget, possibly with a stronger attack.
         self.val_attack = val_attack or attack
-        self.max_batches = int(self.cfg["trainer"]["max_steps"])
-        # The consistency term is an MSE: weigh it like the mse loss of this quality would.
-        self.consistency_lmbda = lambda_for("mse", min(int(self.cfg["model"]["quality"]), 8))
+        self.max_batches = int(max_batches)
+        self.consistency_lmbda = float(consistency_lmbda)
 
-    # Lightning counts a step per optimizer; users (and schedules) count batches.
+    @classmethod
+    def from_settings(cls, codec: CompressionModel, settings: Mapping, attack=None, val_attack=None) -> CodecModule:
+        """The module as train.py configures it from the resolved settings."""
+        train = {k: v for k, v in (settings.get("train") or {}).items() if k != "val_attack"}
+        optim = dict(settings["optim"])
+        optim["milestones"] = tuple(optim.get("milestones") or ())
+        return cls(
+            codec,
+            RateDistortionLoss(settings["loss"]["metric"], settings["loss"]["lmbda"]),
+            OptimSettings(**optim),
+            int(settings["trainer"]["max_steps"]),
+            AdversarialSettings(**train),
+            # The consistency term is an MSE: weigh it like the mse loss of this quality would.
+            consistency_lmbda=lambda_for("mse", min(int(settings["model"]["quality"]), 8)),
+            attack=attack,
+            val_attack=val_attack,
+            record=settings,
+        )
+
     @property
     def batch_step(self) -> int:
-        return self.global_step // 2
+        return self.global_step
 
     def configure_optimizers(self):
-        groups, aux_params = split_parameters(self.codec, self.optim_cfg.get("entropy_lr_mult", 1.0))
-        lr = float(self.optim_cfg["lr"])
+        groups, aux_params = split_parameters(self.codec, self.optim.entropy_lr_mult)
+        lr = float(self.optim.lr)
         for group in groups:
             group["lr"] = lr * group.pop("lr_mult")
         optimizer = torch.optim.Adam(groups, lr=lr)
-        aux_optimizer = torch.optim.Adam(aux_params, lr=float(self.optim_cfg["aux_lr"]))
+        aux_optimizer = torch.optim.Adam(aux_params, lr=float(self.optim.aux_lr))
         return [optimizer, aux_optimizer], [self._scheduler(optimizer)]
 
     def _scheduler(self, optimizer):
-        kind = self.optim_cfg.get("scheduler", "multistep")
+        kind = self.optim.scheduler
         if kind == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.max_batches))
         if kind == "multistep":
-            milestones = [int(f * self.max_batches) for f in self.optim_cfg.get("milestones", [0.8])]
-            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=self.optim_cfg.get("gamma", 0.1))
+            milestones = [int(f * self.max_batches) for f in self.optim.milestones]
+            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=self.optim.gamma)
         if kind in (None, "none", "constant"):
             return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         raise ValueError(f"unknown optim.scheduler {kind!r}; choose multistep, cosine or none")
@@ -86,7 +143,7 @@ class CodecModule(L.LightningModule):
 
     def adversarial_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Inputs and targets with the first round(adv_ratio * B) images replaced by adversarial ones."""
-        count = round(float(self.train_cfg.get("adv_ratio", 1.0)) * x.shape[0])
+        count = round(float(self.adversarial.adv_ratio) * x.shape[0])
         if self.attack is None or count == 0:
             return x, x, 0
         # The attack ramps eps up over attack.warmup_steps batches (the paper's schedule); random starts
@@ -96,17 +153,14 @@ class CodecModule(L.LightningModule):
             attack = dataclasses.replace(attack, seed=attack.seed + self.batch_step + 100_003 * self.global_rank)
         x_adv = attack(self.codec, x[:count]).detach()
         inputs = torch.cat([x_adv, x[count:]])
-        target_kind = self.train_cfg.get("adv_target", "adversarial")
-        if target_kind not in ("adversarial", "source"):
-            raise ValueError(f"train.adv_target must be adversarial or source, not {target_kind!r}")
-        targets = inputs if target_kind == "adversarial" else x
+        targets = inputs if self.adversarial.adv_target == "adversarial" else x
         return inputs, targets, count
 
     def rd_and_consistency(self, batch, inputs, targets, adv_count: int) -> dict[str, torch.Tensor]:
         """Rate-distortion loss of the (partly adversarial) batch, plus, with train.consistency_weight,
         a term pulling each attacked reconstruction towards its clean one (what delta_psnr measures)."""
         out = self.codec(inputs)  # the training proxy (noise): rates, and distortion without consistency
-        weight = float(self.train_cfg.get("consistency_weight") or 0.0)
+        weight = float(self.adversarial.consistency_weight or 0.0)
         if weight <= 0 or not adv_count:
             return self.loss(out, targets)
         # Both terms on the real decoder's values (straight-through rounding). With the distortion left
@@ -138,9 +192,12 @@ class CodecModule(L.LightningModule):
         # One backward for both: aux_loss only reaches the quantiles (CompressAI detaches the rest),
         # and DDP then sees every parameter used.
         self.manual_backward(losses["loss"] + aux_loss)
-        self.clip_gradients(optimizer, gradient_clip_val=self.optim_cfg.get("clip", 1.0), gradient_clip_algorithm="norm")
+        self.clip_gradients(optimizer, gradient_clip_val=self.optim.clip, gradient_clip_algorithm="norm")
         optimizer.step()
-        aux_optimizer.step()
+        # The raw optimizer: Lightning counts a step per LightningOptimizer.step(), and the aux step is part
+        # of the same batch. Safe at 32-true and bf16 (no loss scaler to undo); fp16 with a GradScaler is
+        # refused by training.check_precision.
+        aux_optimizer.optimizer.step()
         self.lr_schedulers().step()
         metrics = {f"train/{k}": v for k, v in losses.items()} | {"train/aux_loss": aux_loss}
         if self.attack is not None:
@@ -166,7 +223,7 @@ class CodecModule(L.LightningModule):
             adv = adversarial_metrics(batch, x_adv, clean, attacked)
             metrics |= {f"val/adv/{k}": adv[k] for k in ("delta_psnr", "psnr", "psnr_out", "bpp")}
             # One number for sweepers: clean RD cost plus attacked vulnerability (both lower is better).
-            weight = float(self.train_cfg.get("robust_weight", 0.1))
+            weight = float(self.adversarial.robust_weight)
             metrics["val/robust_objective"] = metrics["val/rd_loss"] + weight * adv["delta_psnr"].clamp(min=0)
             if batch_idx == 0:
                 self._log_images(batch, x_adv, clean.x_hat, attacked.x_hat)

@@ -19,23 +19,39 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted.ckpt"
 
 
+# Lightning steps per training batch in checkpoints of this version (CodecModule steps the aux optimizer
+# outside Lightning's count); checkpoints written before it have no such entry and took two.
+STEPS_PER_BATCH = 1
+OLD_STEPS_PER_BATCH = 2
+
+
 @dataclass(frozen=True)
 class ResumePoint:
     path: Path
-    global_step: int  # Lightning's count: one per optimizer step, two per batch
+    global_step: int  # Lightning's count stored in the checkpoint
+    steps_per_batch: int = STEPS_PER_BATCH
 
     @property
     def batches(self) -> int:
-        return self.global_step // 2
+        return self.global_step // self.steps_per_batch
+
+    def check_resumable(self) -> None:
+        if self.steps_per_batch != STEPS_PER_BATCH:
+            raise ConfigError(
+                f"{self.path} ({self.batches} batches) was written by an older robust-nic that counted two steps "
+                "per batch: it cannot be resumed. Continue from its weights in a new run directory with "
+                f"model.checkpoint={self.path} (the optimizer state starts afresh)"
+            )
 
 
-def stored_global_step(path: Path) -> int:
-    """Lightning's global_step saved in a checkpoint (tensors memory-mapped, not read)."""
+def stored_step(path: Path) -> tuple[int, int]:
+    """(Lightning's global_step, steps per batch) saved in a checkpoint (tensors memory-mapped, not read)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # not a zip checkpoint: mmap unsupported
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return int(checkpoint["global_step"])
+    per_batch = (checkpoint.get("hyper_parameters") or {}).get("steps_per_batch", OLD_STEPS_PER_BATCH)
+    return int(checkpoint["global_step"]), int(per_batch)
 
 
 def run_checkpoints(ckpt_dir: Path) -> list[Path]:
@@ -50,12 +66,12 @@ def most_trained(paths: list[Path]) -> ResumePoint | None:
     best = None
     for path in paths:
         try:
-            step = stored_global_step(path)
+            point = ResumePoint(path, *stored_step(path))
         except Exception as err:  # truncated or foreign file: never resume from it, say so
             log.warning("ignoring checkpoint %s: cannot read its training step (%s)", path, err)
             continue
-        if best is None or step > best.global_step:
-            best = ResumePoint(path, step)
+        if best is None or point.batches > best.batches:
+            best = point
     return best
 
 
@@ -71,7 +87,7 @@ def resume_point(ckpt_path: str | None, ckpt_dir: Path) -> ResumePoint | None:
                 "or re-run with the run's hydra.run.dir=RUN_DIR (it resumes by itself)"
             )
         try:
-            stored_global_step(given)
+            stored_step(given)
         except KeyError as err:
             raise ConfigError(
                 f"ckpt_path={ckpt_path} holds weights but no training state; to finetune from these weights "
@@ -114,7 +130,7 @@ class SaveOnInterrupt(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         step = trainer.global_step
         existing = most_trained(run_checkpoints(self.ckpt_dir))
-        if step > 0 and (existing is None or step > existing.global_step):
+        if step > 0 and (existing is None or step > existing.batches):
             try:
                 trainer.save_checkpoint(self.ckpt_dir / INTERRUPTED)
                 existing = ResumePoint(self.ckpt_dir / INTERRUPTED, step)
@@ -131,7 +147,7 @@ class SaveOnInterrupt(Callback):
         log.warning(
             "training %s after %d batches; %s. To %s, run:\n  %s",
             what,
-            step // 2,
+            step,
             saved,
             todo,
             resume_command(self.run_dir, self.overrides),

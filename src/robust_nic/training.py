@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.attacks.factory import variant as attack_variant
-from robust_nic.config import codec_from_settings, resolve, save_settings, write_json
+from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule
 from robust_nic.module import CodecModule
 from robust_nic.resume import ResumePoint, SaveOnInterrupt, resume_point
@@ -27,15 +27,6 @@ log = logging.getLogger(__name__)
 # training batches are random crops (continuing mid-epoch only changes which come next): these warnings are noise.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
-
-
-class BatchProgressBar(TQDMProgressBar):
-    """Counts batches: with two optimizers Lightning's max_steps is twice the batches."""
-
-    @property
-    def total_train_batches(self):
-        total = super().total_train_batches
-        return min(total, self.trainer.max_steps // 2) if self.trainer.max_steps > 0 else total
 
 
 class FiniteModelCheckpoint(ModelCheckpoint):
@@ -72,15 +63,14 @@ def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_cal
         *extra_callbacks,
     ]
     if trainer_cfg.get("progress_bar", True):
-        callbacks.append(BatchProgressBar(refresh_rate=10))
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
     return L.Trainer(
         accelerator=trainer_cfg.get("accelerator", "auto"),
         devices=trainer_cfg.get("devices", "auto"),
         strategy=trainer_cfg.get("strategy", "auto"),
         num_nodes=trainer_cfg.get("num_nodes", 1),
         precision=trainer_cfg.get("precision", "32-true"),
-        # Lightning counts one step per optimizer; max_steps in our config counts batches.
-        max_steps=2 * int(trainer_cfg["max_steps"]),
+        max_steps=int(trainer_cfg["max_steps"]),  # batches: CodecModule takes one Lightning step per batch
         val_check_interval=int(trainer_cfg["val_check_interval"]),
         check_val_every_n_epoch=None,
         num_sanity_val_steps=trainer_cfg.get("num_sanity_val_steps", 0),
@@ -102,11 +92,14 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     (train.py's command-line overrides) go into the message that says how to continue an interrupted run."""
     settings = resolve(cfg)
     settings["attack"] = with_defaults(settings.get("attack"))
+    check_precision(settings["trainer"])
     # Before any work: the outputs can be written, and where training continues from.
     run_dir = Path(run_dir)
     start = resume_point(settings.get("ckpt_path"), run_dir / "checkpoints")
     check_writable(run_dir, run_dir / "checkpoints", *filter(None, [logger_dir(settings["logger"], run_dir)]))
     max_batches = int(settings["trainer"]["max_steps"])
+    if start is not None:
+        start.check_resumable()
     if start is not None and start.batches >= max_batches:
         return already_trained(run_dir, start, max_batches)
     if start is not None:
@@ -116,7 +109,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     val_overrides = {k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None}
     val_attack = build_attack(attack_variant(settings["attack"], val_overrides)) if attack and val_overrides else None
     codec = codec_from_settings(settings["model"])
-    module = CodecModule(codec, settings, attack=attack, val_attack=val_attack)
+    module = CodecModule.from_settings(codec, settings, attack=attack, val_attack=val_attack)
     datamodule = ImageDataModule(settings["data"], first_batch=start.batches if start else 0)
     monitor = "val/adv/delta_psnr" if attack is not None else "val/rd_loss"
     logger = build_logger(settings["logger"], run_dir, run_config=settings)
@@ -136,6 +129,17 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     if trainer.is_global_zero:
         write_json(results_file, run_dir / "train_metrics.json")
     return results
+
+
+def check_precision(trainer_cfg: dict) -> None:
+    """fp16 mixed precision scales the loss with a GradScaler, which the aux optimizer (stepped outside
+    Lightning, see CodecModule) would not undo."""
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    if precision.startswith("16") or precision == "16-mixed":
+        raise ConfigError(
+            f"trainer.precision={precision} is not supported (its loss scaling would reach the aux optimizer "
+            "unscaled); use 32-true or bf16-mixed"
+        )
 
 
 def already_trained(run_dir: Path, start: ResumePoint, max_batches: int) -> dict:
