@@ -3,6 +3,8 @@ pre-processing sizes and rates, and input gradients through every defense's diff
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -47,8 +49,9 @@ def crops(image: torch.Tensor, n: int, h: int, w: int, seed: int) -> torch.Tenso
 
 @pytest.fixture(scope="module")
 def codec(small_codec):
-    """The session's small trained codec (tests/conftest.py)."""
-    return small_codec
+    """A copy of the session's small trained codec (tests/conftest.py): gradient tests here backpropagate
+    into its parameters, which must not reach the other test files."""
+    return copy.deepcopy(small_codec)
 
 
 @pytest.fixture(scope="module")
