@@ -15,8 +15,17 @@ def plot_latent_range(rows: list[dict], title: str, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(8, 4))
     axis.fill_between(ranks, [r["natural_min"] for r in ordered], [r["natural_max"] for r in ordered],
                       color="tab:green", alpha=0.3, step="mid", label="natural range (safe zone)")  # fmt: skip
-    axis.plot(ranks, [r["adversarial_max"] for r in ordered], ".-", color="tab:red", lw=0.8, label="adversarial max")
-    axis.plot(ranks, [r["adversarial_min"] for r in ordered], ".-", color="tab:blue", lw=0.8, label="adversarial min")
+    axis.plot(
+        ranks, [r["adversarial_max"] for r in ordered], ".-", color="tab:red", lw=0.8, label="adversarial max"
+    )
+    axis.plot(
+        ranks,
+        [r["adversarial_min"] for r in ordered],
+        ".-",
+        color="tab:blue",
+        lw=0.8,
+        label="adversarial min",
+    )
     axis.set_xlabel("channel of y, sorted by natural maximum")
     axis.set_ylabel("latent value")
     axis.set_title(title)
@@ -35,7 +44,14 @@ def plot_symbol_histogram(panels: dict[str, dict], title: str, path: Path) -> Pa
         for shift, (kind, h) in zip((-width / 2, width / 2), kinds.items(), strict=True):
             values = h["values"].double()
             frequency = h["counts"].double() / max(int(h["counts"].sum()), 1)
-            axis.bar(values + shift, frequency, width=width, color=colours[kind], alpha=0.5, label=f"{kind} symbols")
+            axis.bar(
+                values + shift,
+                frequency,
+                width=width,
+                color=colours[kind],
+                alpha=0.5,
+                label=f"{kind} symbols",
+            )
             axis.plot(values, h["predicted"], color=colours[kind], lw=1.2, label=f"{kind}: predicted pmf")
         axis.set_yscale("log")
         axis.set_xlabel("coded symbol")

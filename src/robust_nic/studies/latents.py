@@ -63,7 +63,9 @@ def range_rows(image: str, natural: tuple, adversarial: tuple) -> list[dict]:
 
 def fraction_outside(rows: list[dict]) -> float:
     """Fraction of adversarial channel extrema (both min and max) outside [natural_min, natural_max]."""
-    outside = sum((r["adversarial_max"] > r["natural_max"]) + (r["adversarial_min"] < r["natural_min"]) for r in rows)
+    outside = sum(
+        (r["adversarial_max"] > r["natural_max"]) + (r["adversarial_min"] < r["natural_min"]) for r in rows
+    )
     return outside / (2 * len(rows))
 
 
@@ -140,7 +142,19 @@ def coder_tables(model: EntropyModel) -> tuple[list[torch.Tensor], torch.Tensor,
     return pmfs, offsets.long(), torch.stack(escape)
 
 
-def symbol_histogram(model: EntropyModel, symbols: torch.Tensor, indexes: torch.Tensor, lo: int, hi: int) -> dict:
+def symbol_range(model: EntropyModel, recorded: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[int, int]:
+    """The smallest and largest symbol coded or given probability by a used CDF table (the histogram's grid)."""
+    pmfs, offsets, _ = coder_tables(model)
+    used = torch.unique(torch.cat([indexes for _, indexes in recorded])).tolist()
+    symbols = torch.cat([symbols for symbols, _ in recorded])
+    lo = min([int(symbols.min())] + [int(offsets[i]) for i in used])
+    hi = max([int(symbols.max())] + [int(offsets[i]) + len(pmfs[i]) - 1 for i in used])
+    return lo, hi
+
+
+def symbol_histogram(
+    model: EntropyModel, symbols: torch.Tensor, indexes: torch.Tensor, lo: int, hi: int
+) -> dict:
     """Counts of symbols lo..hi, the predicted pmf averaged over the coded positions, and the escapes."""
     pmfs, offsets, escape = coder_tables(model)
     values = torch.arange(lo, hi + 1)
@@ -201,8 +215,7 @@ def run_latents(cfg: DictConfig, run_dir: Path) -> dict:
         panels = {}
         for model_name, model in ((n, m) for n, m in codec.named_modules() if isinstance(m, EntropyModel)):
             joined = {k: [torch.cat(t) for t in zip(*pooled[k][model_name], strict=True)] for k in pooled}
-            everything = torch.cat([joined[k][0] for k in joined])
-            lo, hi = int(everything.min()), int(everything.max())
+            lo, hi = symbol_range(model, [joined[k] for k in joined])
             panels[model_name] = {k: symbol_histogram(model, *joined[k], lo, hi) for k in joined}
             for kind, h in panels[model_name].items():
                 hist_rows += [{"codec": label, "entropy_model": model_name, "input": kind, "symbol": int(v),
