@@ -40,7 +40,6 @@ def read_csv(path):
     return list(csv.DictReader(open(path)))
 
 
-@pytest.mark.slow
 def test_latent_range_matches_g_a_and_attack_leaves_the_safe_zone(latents_run, photo_dir):
     out, codec = latents_run
     rows = read_csv(out / "latent_range.csv")
@@ -71,7 +70,6 @@ def test_latent_range_matches_g_a_and_attack_leaves_the_safe_zone(latents_run, p
     assert metrics["study/latents/a/bpp_adversarial"] > 0
 
 
-@pytest.mark.slow
 def test_symbol_histograms_count_every_latent_and_pmfs_sum_to_one(latents_run, photo_dir):
     out, codec = latents_run
     rows = read_csv(out / "latent_symbols.csv")
