@@ -17,7 +17,7 @@ from robust_nic.config import ConfigError
 from robust_nic.registry import Registry, RegistryError
 
 STUDIES = Registry("study")
-STUDY_MODULES = ("noise", "recompression", "transfer")
+STUDY_MODULES = ("latents", "noise", "recompression", "transfer")
 
 
 @dataclass(frozen=True)
