@@ -68,7 +68,7 @@ def finetune(args, name: str, overrides: list[str]) -> tuple[Path, float, float]
     batch += [f"data.patch_size={args.patch_size}"] if args.patch_size else []
     cfg = compose_config("train", [
         *codec_overrides(args, args.checkpoint), f"trainer.max_steps={args.steps}",
-        f"trainer.val_check_interval={args.steps}", "trainer.progress_bar=false", "logger=csv",
+        f"trainer.val_check_interval={args.steps}", "trainer.enable_progress_bar=false", "logger=csv",
         f"trainer.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}", *batch,
         "train.val_attack.steps=20", "trainer.limit_val_batches=1", *overrides,
     ])

@@ -12,7 +12,7 @@ quiet() { grep -v -i -E "warn|deprecat|litlogger|tip:" ; }
 
 echo "=== default codec: python train.py trainer=gpu"
 start=$(date +%s)
-timeout 90 python3 train.py trainer=gpu trainer.progress_bar=false hydra.run.dir=$W/default 2>&1 | quiet | tail -3
+timeout 90 python3 train.py trainer=gpu trainer.enable_progress_bar=false hydra.run.dir=$W/default 2>&1 | quiet | tail -3
 echo "train wall: $(( $(date +%s) - start )) s"
 cp $W/default/train_metrics.json $OUT/default_train_metrics.json
 CKPT=$W/default/checkpoints/last.ckpt
@@ -25,6 +25,6 @@ timeout 230 python3 bench/finetune.py --checkpoint $CKPT --steps 300 --paper-inn
   --device cuda --threads 8 --work $W/ft --out $OUT/bench_finetune.json 2>&1 | quiet | grep -v "images:" | tail -25 | tee $OUT/bench_finetune.log
 
 echo "=== trainer=ddp (1 GPU process)"
-timeout 60 python3 train.py trainer=ddp trainer.max_steps=50 trainer.val_check_interval=25 trainer.progress_bar=false \
+timeout 60 python3 train.py trainer=ddp trainer.max_steps=50 trainer.val_check_interval=25 trainer.enable_progress_bar=false \
   hydra.run.dir=$W/ddp 2>&1 | quiet | tail -4
 ls $W/ddp/checkpoints

@@ -23,7 +23,7 @@ steps = int(sys.argv[4]) if len(sys.argv) > 4 else 300
 report = {}
 cfg = compose_config("train", [
     f"model.checkpoint={base}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
-    "trainer.progress_bar=false", "trainer.accelerator=gpu", "trainer.limit_val_batches=1", "train.val_attack.steps=20",
+    "trainer.enable_progress_bar=false", "trainer.accelerator=gpu", "trainer.limit_val_batches=1", "train.val_attack.steps=20",
     "optim.lr=1e-4", "optim.scheduler=none", "optim.entropy_lr_mult=1.0",
     "attack=pgd", "attack.steps=2", "attack.random_start=true", "attack.eps=0.01", f"attack.warmup_steps={max(1, steps // 6)}",
 ])

@@ -29,7 +29,7 @@ FAST = [
     "data.num_workers=0",
     "trainer.max_steps=4",
     "trainer.val_check_interval=2",
-    "trainer.progress_bar=false",
+    "trainer.enable_progress_bar=false",
     "trainer.accelerator=cpu",
 ]
 

@@ -67,7 +67,7 @@ def test_design_card_command_runs_a_finetuning_step(tmp_path, photo_dir):
         "model=cheng2020", "attack.eps=0.01", "model.pretrained=false", "model.quality=1",
         f"data.root={photo_dir}", "data=folder", "data.patch_size=64", "data.batch_size=2", "data.epoch_size=4",
         "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1",
-        "trainer.progress_bar=false", "attack.steps=2", "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false", "attack.steps=2", "trainer.accelerator=cpu",
     ])
     results = train(cfg, tmp_path)
     assert results["steps"] == 1

@@ -190,7 +190,7 @@ def test_cli_errors_exit_nonzero_with_a_message(tmp_path, override, message):
 def test_ms_ssim_loss_trains_and_validates(tmp_path):
     cfg = compose_config("train", ["loss=ms_ssim", "model.channels=[16,24]", "data.patch_size=192", "data.batch_size=2",
                                    "data.epoch_size=4", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                                   "trainer.limit_val_batches=1", "trainer.progress_bar=false", "trainer.accelerator=cpu"])
+                                   "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"])
     results = train(cfg, tmp_path)
     assert results["train/ms_ssim_loss"] > 0 and results["val/rd_loss"] > 0 and 0 < results["val/ms_ssim"] < 1
 
@@ -207,3 +207,15 @@ def test_a_resumed_run_draws_new_crops(photo_dir):
     later = torch.stack([resumed[i % 2] for i in range(8)])
     assert not torch.equal(first, later)
     assert torch.equal(later, torch.stack([again[i % 2] for i in range(8)]))  # still reproducible
+
+
+def test_trainer_logger_and_callbacks_come_from_config(tmp_path, photo_dir):
+    """conf/trainer, conf/logger and conf/callbacks are instantiated (`_target_`): a user adds a Lightning
+    callback from the command line, and a Trainer argument is passed through as it is."""
+    run_train(tmp_path, photo_dir, "trainer.max_steps=3", "trainer.val_check_interval=3",
+              "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+              "+callbacks.lr_monitor.logging_interval=step", "trainer.log_every_n_steps=1")  # fmt: skip
+    lrs = logged(tmp_path, "lr-Adam/pg1")  # the network's transforms (pg2: the entropy model's density)
+    # the multistep schedule drops at 0.8 x 3 batches = batch 2: schedules count batches
+    assert lrs == [(0, pytest.approx(1e-4)), (1, pytest.approx(1e-4)), (2, pytest.approx(1e-5))]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and list((tmp_path / "checkpoints").glob("best-*"))

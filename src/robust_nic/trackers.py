@@ -32,14 +32,25 @@ def wandb_mode(requested: str | None) -> str:
     return "offline"
 
 
-LOGGER_DIRS = {"csv": "csv", "tensorboard": "tensorboard", "wandb": "wandb"}
 WANDB_RUN_ID_FILE = "wandb_run_id"
+# The logger classes this module adds run-time arguments to (by their `_target_`'s class name).
+KINDS = {"CSVLogger": "csv", "TensorBoardLogger": "tensorboard", "WandbLogger": "wandb"}
+
+
+def logger_kind(cfg: Mapping | None) -> str | None:
+    """csv, tensorboard, wandb, `other` (any other Lightning logger), or None for logger=none."""
+    target = (cfg or {}).get("_target_")
+    return KINDS.get(str(target).rsplit(".", 1)[-1], "other") if target else None
 
 
 def logger_dir(cfg: Mapping, run_dir: Path) -> Path | None:
     """Where the configured logger writes under run_dir (None for logger=none)."""
-    folder = LOGGER_DIRS.get(cfg.get("name", "csv"))
-    return run_dir / folder if folder else None
+    kind = logger_kind(cfg)
+    if kind == "csv":
+        return run_dir / (cfg.get("name") or "csv")
+    if kind == "tensorboard":
+        return run_dir / (cfg.get("version") or "tensorboard")
+    return run_dir / "wandb" if kind == "wandb" else None
 
 
 def csv_attempts(run_dir: Path) -> dict[int, Path]:
@@ -81,36 +92,24 @@ def wandb_run_id(run_dir: Path) -> str:
 
 
 def build_logger(cfg: Mapping, run_dir: Path, run_config: Mapping | None = None):
-    """A Lightning logger writing under run_dir; `cfg.name` is csv, tensorboard, wandb or none. A resumed run
-    (same run_dir) keeps every earlier row (CSV: one folder per attempt), event file (TensorBoard) and
-    W&B run (same id)."""
-    from lightning.pytorch import loggers
+    """The `logger` group's Lightning logger (hydra.utils.instantiate), writing under run_dir; False for
+    logger=none. A resumed run (same run_dir) keeps every earlier row (CSV: one attempt_<n> folder per
+    start), event file (TensorBoard) and W&B run (the id stored in the run directory)."""
+    from hydra.utils import instantiate
 
-    name = cfg.get("name", "csv")
-    if name in (None, "none", False):
+    kind = logger_kind(cfg)
+    if kind is None:
         return False
-    if name == "csv":
-        return loggers.CSVLogger(save_dir=str(run_dir), name="csv", version=next_csv_attempt(run_dir))
-    if name == "tensorboard":
-        return loggers.TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard")
-    if name == "wandb":
+    runtime = {"save_dir": str(run_dir)}
+    if kind == "csv":
+        runtime["version"] = next_csv_attempt(run_dir)
+    if kind == "wandb":
         os.environ.setdefault("WANDB_SILENT", "true")
-        logger = loggers.WandbLogger(
-            project=cfg.get("project", "robust-nic"),
-            entity=cfg.get("entity"),
-            name=cfg.get("run_name"),
-            group=cfg.get("group"),
-            tags=list(cfg.get("tags") or []),
-            save_dir=str(run_dir),
-            mode=wandb_mode(cfg.get("mode")),
-            log_model=False,
-            id=wandb_run_id(run_dir),
-            resume="allow",
-        )
-        if run_config is not None:
-            logger.log_hyperparams(dict(run_config))
-        return logger
-    raise ValueError(f"unknown logger {name!r}; choose logger=csv, logger=tensorboard, logger=wandb or logger=none")
+        runtime |= {"id": wandb_run_id(run_dir), "mode": wandb_mode(cfg.get("mode"))}
+    logger = instantiate(dict(cfg), **runtime)
+    if kind == "wandb" and run_config is not None:
+        logger.log_hyperparams(dict(run_config))
+    return logger
 
 
 def log_image_panel(logger, key: str, images: list[torch.Tensor], captions: list[str], step: int) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack, with_defaults
@@ -17,7 +19,7 @@ from robust_nic.attacks.factory import variant as attack_variant
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule
 from robust_nic.module import CodecModule
-from robust_nic.resume import ResumePoint, SaveOnInterrupt, resume_point
+from robust_nic.resume import ResumePoint, resume_point
 from robust_nic.run_dir import check_writable
 from robust_nic.trackers import build_logger, logger_dir
 
@@ -45,44 +47,28 @@ class FiniteModelCheckpoint(ModelCheckpoint):
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 
+def build_callbacks(cfg: Mapping, run_dir: Path, monitor: str, overrides, progress_bar: bool) -> list:
+    """The `callbacks` group, each instantiated with its run-time arguments (the progress bar only when
+    trainer.enable_progress_bar: Lightning refuses one otherwise)."""
+    runtime = {
+        "model_checkpoint": {"dirpath": run_dir / "checkpoints", "monitor": monitor},
+        "save_on_interrupt": {"run_dir": run_dir, "overrides": overrides},
+    }
+    callbacks = []
+    for name, callback in (cfg or {}).items():
+        if not callback or (name == "progress_bar" and not progress_bar):
+            continue
+        callbacks.append(instantiate(dict(callback), **runtime.get(name, {})))
+    return callbacks
+
+
 def build_trainer(settings: dict, run_dir: Path, logger, monitor: str, extra_callbacks=(), overrides=None) -> L.Trainer:
-    trainer_cfg = settings["trainer"]
-    checkpoints = run_dir / "checkpoints"
-    callbacks = [
-        FiniteModelCheckpoint(
-            dirpath=checkpoints,
-            filename="best-{step}",
-            monitor=monitor,
-            mode="min",
-            save_last=True,
-            save_top_k=1,
-            auto_insert_metric_name=False,
-        ),
-        # An interrupted run (Ctrl-C, crash) still leaves a checkpoint to resume from, if it trained.
-        SaveOnInterrupt(run_dir, overrides),
-        *extra_callbacks,
-    ]
-    if trainer_cfg.get("progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
-    return L.Trainer(
-        accelerator=trainer_cfg.get("accelerator", "auto"),
-        devices=trainer_cfg.get("devices", "auto"),
-        strategy=trainer_cfg.get("strategy", "auto"),
-        num_nodes=trainer_cfg.get("num_nodes", 1),
-        precision=trainer_cfg.get("precision", "32-true"),
-        max_steps=int(trainer_cfg["max_steps"]),  # batches: CodecModule takes one Lightning step per batch
-        val_check_interval=int(trainer_cfg["val_check_interval"]),
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=trainer_cfg.get("num_sanity_val_steps", 0),
-        limit_val_batches=trainer_cfg.get("limit_val_batches"),
-        log_every_n_steps=int(trainer_cfg.get("log_every_n_steps", 10)),
-        enable_progress_bar=bool(trainer_cfg.get("progress_bar", True)),
-        deterministic=trainer_cfg.get("deterministic", False),
-        inference_mode=False,  # validation attacks need gradients
-        default_root_dir=str(run_dir),
-        logger=logger,
-        callbacks=callbacks,
-    )
+    """The `trainer` group's Lightning Trainer (hydra.utils.instantiate) with the run's logger and callbacks."""
+    trainer_cfg = dict(settings["trainer"])
+    callbacks = build_callbacks(settings.get("callbacks"), run_dir, monitor, overrides,
+                                bool(trainer_cfg.get("enable_progress_bar", True)))  # fmt: skip
+    return instantiate(trainer_cfg, default_root_dir=str(run_dir), logger=logger,
+                       callbacks=[*callbacks, *extra_callbacks])  # fmt: skip
 
 
 def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[str] | None = None) -> dict:
