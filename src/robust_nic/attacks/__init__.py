@@ -11,6 +11,7 @@ from robust_nic.attacks.engine import ZeroGradientError
 from robust_nic.attacks.factory import SHARED_KEYS, build_attack, with_defaults
 from robust_nic.attacks.objectives import DISTANCES, OBJECTIVES, REFERENCES, Objective, ObjectiveError
 from robust_nic.attacks.optimizers import OPTIMIZERS, load_optimizers
+from robust_nic.attacks.suite import AttackSuite
 from robust_nic.reconstruction import PROXIES, ProxyError
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Attack",
     "AttackConfigError",
     "AttackResult",
+    "AttackSuite",
     "Budget",
     "Objective",
     "ObjectiveError",

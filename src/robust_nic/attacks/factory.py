@@ -12,6 +12,7 @@ from robust_nic.attacks.attack import Attack, AttackConfigError
 from robust_nic.attacks.budget import Budget
 from robust_nic.attacks.objectives import Objective, ObjectiveError
 from robust_nic.attacks.optimizers import OPTIMIZERS, defaults, knobs, load_optimizers
+from robust_nic.attacks.suite import AttackSuite
 from robust_nic.registry import RegistryError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ SHARED_KEYS = (
     "seed", "progress", "warmup_steps",
 )  # fmt: skip
 # Keys owned by evaluation or finetuning, not by the attack (read where they are used).
-OTHER_KEYS = ("target_image", "use")
+OTHER_KEYS = ("target_image", "use", "members")
 
 
 def _plain(cfg: Mapping) -> dict:
@@ -68,7 +69,7 @@ def variant(cfg: Mapping, overrides: Mapping) -> dict:
     return merged
 
 
-def build_attack(cfg: Mapping | None) -> Attack | None:
+def build_attack(cfg: Mapping | None) -> Attack | AttackSuite | None:
     """An Attack from the `attack` config dict; None for no config or `name: none` (no attack).
 
     The optimiser's own keys become its options dataclass (null = its default); a key no optimiser has is
@@ -79,6 +80,8 @@ def build_attack(cfg: Mapping | None) -> Attack | None:
     name = cfg.get("name", "none")
     if name in (None, "none"):
         return None
+    if cfg.get("members"):
+        return build_suite(cfg)
     get = lambda key, default: default if cfg.get(key) is None else cfg[key]  # noqa: E731
     try:
         entry = load_optimizers().get(name)
@@ -118,3 +121,17 @@ def build_attack(cfg: Mapping | None) -> Attack | None:
         progress=bool(get("progress", False)),
         warmup_steps=int(get("warmup_steps", 0)),
     )
+
+
+def build_suite(cfg: dict) -> AttackSuite:
+    """`attack.members`: name -> the keys in which that member differs from the suite's `attack.*`."""
+    # A suite-level option set on the command line (attack.steps=50) applies to every member that has it.
+    shared = {k: v for k, v in cfg.items() if k not in ("members", "name") and (k not in knobs() or v is not None)}
+    members = {}
+    for label, member in cfg["members"].items():
+        if not member or not member.get("name"):
+            raise AttackConfigError(f"attack.members.{label} needs a name (an attack optimiser, e.g. pgd)")
+        members[label] = build_attack(with_defaults(shared | dict(member)))
+    if not members:
+        raise AttackConfigError(f"attack={cfg['name']} has no members")
+    return AttackSuite(str(cfg["name"]), members)

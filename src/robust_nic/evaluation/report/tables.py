@@ -29,6 +29,8 @@ def attack_text(attack: dict) -> str:
     name = attack.get("name", "none")
     if name == "noise":
         return "random noise"
+    if attack.get("members"):
+        return f"{name} (per image the strongest of {', '.join(attack['members'])}), {attack.get('steps') or 'default'} steps"
     return f"{name}, {attack.get('steps')} steps, {attack.get('proxy')} proxy"
 
 
