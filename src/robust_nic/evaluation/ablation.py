@@ -148,7 +148,9 @@ def summarize_ablation(sweep_dir: Path, name: str, variant_key: str | None) -> l
     write_rows_csv(rows, sweep_dir / "ablation.csv")
     (sweep_dir / "ablation.md").write_text(f"# Attack ablation: {name}\n\n" + markdown_table(rows))
     plot = plot_budgets if variant_key is None else plot_variants
-    plot(rows, f"{name} ablation ({len({r['job'] for r in rows})} runs)", sweep_dir / "ablation.png")
+    steps = max(r["steps"] for r in rows)
+    images = f"{len({r['job'] for r in rows})} runs, {steps} attack steps"
+    plot(rows, f"{name} ablation ({images})", sweep_dir / "ablation.png")
     log.info("%s ablation: %s", name, sweep_dir / "ablation.md")
     return rows
 
