@@ -149,8 +149,8 @@ def summarize_ablation(sweep_dir: Path, name: str, variant_key: str | None) -> l
     (sweep_dir / "ablation.md").write_text(f"# Attack ablation: {name}\n\n" + markdown_table(rows))
     plot = plot_budgets if variant_key is None else plot_variants
     steps = max(r["steps"] for r in rows)
-    images = f"{len({r['job'] for r in rows})} runs, {steps} attack steps"
-    plot(rows, f"{name} ablation ({images})", sweep_dir / "ablation.png")
+    detail = f"{len({r['job'] for r in rows})} runs, {steps} attack steps"
+    plot(rows, f"{name} ablation ({detail})", sweep_dir / "ablation.png")
     log.info("%s ablation: %s", name, sweep_dir / "ablation.md")
     return rows
 
@@ -160,6 +160,9 @@ class AblationSummary(Callback):
 
     def __init__(self, name: str, variant_key: str | None = None) -> None:
         self.name, self.variant_key = name, variant_key
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        log.warning("experiment=ablation_%s ran one job and no ablation table: add -m to sweep it", self.name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
