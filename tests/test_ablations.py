@@ -25,8 +25,10 @@ COLUMNS = {
     "delta_psnr": "test/adv/delta_psnr",
     "psnr_attacked": "test/adv/psnr",
     "psnr_in": "test/adv/psnr_in",
+    "ms_ssim_attacked": "test/adv/ms_ssim",
     "bpp_attacked": "test/adv/bpp",
     "psnr_clean": "test/clean/psnr",
+    "ms_ssim_clean": "test/clean/ms_ssim",
     "bpp_clean": "test/clean/bpp",
 }
 

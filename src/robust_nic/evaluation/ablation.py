@@ -29,9 +29,10 @@ ATTACK_COLUMNS = {
     "delta_psnr": "delta_psnr",
     "psnr_attacked": "psnr",
     "psnr_in": "psnr_in",
+    "ms_ssim_attacked": "ms_ssim",
     "bpp_attacked": "bpp",
 }
-CLEAN_COLUMNS = {"psnr_clean": "psnr", "bpp_clean": "bpp"}
+CLEAN_COLUMNS = {"psnr_clean": "psnr", "ms_ssim_clean": "ms_ssim", "bpp_clean": "bpp"}
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -85,8 +86,13 @@ def budget_rows(sweep_dir: Path) -> list[dict]:
                 )
                 row = {"variant": name, "job": job_dir.name, "attack": name, "distance": attack["distance"]}
                 row |= {"steps": 0 if kind == "noise" else attack["steps"], "eps": eps, "mse": float(mse)}
-                row |= {col: metrics[metric_keys.key(kind, n, key_eps)] for col, n in ATTACK_COLUMNS.items()}
-                row |= {col: metrics[metric_keys.clean_key(n)] for col, n in CLEAN_COLUMNS.items()}
+                row |= {
+                    col: metrics.get(metric_keys.key(kind, n, key_eps), math.nan)
+                    for col, n in ATTACK_COLUMNS.items()
+                }
+                row |= {
+                    col: metrics.get(metric_keys.clean_key(n), math.nan) for col, n in CLEAN_COLUMNS.items()
+                }
                 rows.append(row)
     return rows
 
