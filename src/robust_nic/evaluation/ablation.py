@@ -1,0 +1,177 @@
+"""Attack ablations (Chen & Ma 2023): one table (CSV + Markdown) and one figure per multirun.
+
+`conf/experiment/ablation_*.yaml` sweep one setting (the optimiser, the distance) over equal steps, seeds and
+images, or run the noise study over MSE budgets; this Hydra callback then gathers every job's metrics.json,
+as the runner measured them through the entropy coder (nothing is recomputed here), into `ablation.csv`,
+`ablation.md` and `ablation.png` in the sweep directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from robust_nic.evaluation import metric_keys
+from robust_nic.evaluation.outputs import write_rows_csv
+from robust_nic.plotting import plt
+from robust_nic.sweep import job_results
+
+log = logging.getLogger(__name__)
+
+# Row column -> metric name in metrics.json (per attack kind).
+ATTACK_COLUMNS = {
+    "delta_psnr": "delta_psnr",
+    "psnr_attacked": "psnr",
+    "psnr_in": "psnr_in",
+    "ms_ssim_attacked": "ms_ssim",
+    "bpp_attacked": "bpp",
+}
+CLEAN_COLUMNS = {"psnr_clean": "psnr", "ms_ssim_clean": "ms_ssim", "bpp_clean": "bpp"}
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
+
+
+def job_attack(job_dir: Path) -> dict:
+    return yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())["attack"]
+
+
+def variant_rows(sweep_dir: Path, variant_key: str) -> list[dict]:
+    """One row per finished job: the swept value, its steps and eps, and its metrics.json numbers."""
+    rows = []
+    for job_dir in job_dirs(sweep_dir):
+        result = job_results(job_dir)
+        if result is None:
+            continue
+        attack = job_attack(job_dir)
+        row = {"variant": result.get(variant_key, ""), "job": job_dir.name, "attack": attack["name"]}
+        steps = 0 if attack["name"] == "noise" else attack["steps"]  # noise takes no steps
+        row |= {"distance": attack["distance"], "steps": steps, "eps": attack["eps"]}
+        row |= {"mse": float(attack["eps"]) ** 2}
+        row |= {
+            col: result.get(metric_keys.key("adv", name), math.nan) for col, name in ATTACK_COLUMNS.items()
+        }
+        row |= {col: result.get(metric_keys.clean_key(name), math.nan) for col, name in CLEAN_COLUMNS.items()}
+        rows.append(row)
+    return rows
+
+
+def budget_rows(sweep_dir: Path) -> list[dict]:
+    """One row per kind (noise, attack) and MSE budget of each noise-study job, from its metrics.json."""
+    rows = []
+    for job_dir in job_dirs(sweep_dir):
+        metrics_file = job_dir / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        attack = job_attack(job_dir)
+        study = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())["study"]
+        budgets = [math.sqrt(float(m)) for m in study["mse"]]
+        for kind in ("noise", "adv", "adaptive"):
+            for mse, eps in zip(study["mse"], budgets, strict=True):
+                key_eps = metric_keys.budget_eps(eps, budgets)
+                if metric_keys.key(kind, "delta_psnr", key_eps) not in metrics:
+                    continue
+                name = (
+                    "noise"
+                    if kind == "noise"
+                    else attack["name"] + (" (adaptive)" if kind == "adaptive" else "")
+                )
+                row = {"variant": name, "job": job_dir.name, "attack": name, "distance": attack["distance"]}
+                row |= {"steps": 0 if kind == "noise" else attack["steps"], "eps": eps, "mse": float(mse)}
+                row |= {
+                    col: metrics.get(metric_keys.key(kind, n, key_eps), math.nan)
+                    for col, n in ATTACK_COLUMNS.items()
+                }
+                row |= {
+                    col: metrics.get(metric_keys.clean_key(n), math.nan) for col, n in CLEAN_COLUMNS.items()
+                }
+                rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append(
+            "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_variants(rows: list[dict], title: str, path: Path) -> Path:
+    """Bars per variant: delta_psnr, and attacked PSNR (vs the source) beside the clean PSNR."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [str(r["variant"]) for r in rows]
+    left.bar(names, [r["delta_psnr"] for r in rows], color="tab:red")
+    left.set_ylabel("delta PSNR (dB) = PSNR_in - PSNR_out")
+    right.bar(names, [r["psnr_attacked"] for r in rows], color="tab:blue", label="attacked")
+    right.axhline(rows[0]["psnr_clean"], color="black", linestyle="--", label="clean")
+    right.set_ylabel("PSNR of the reconstruction vs the source (dB)")
+    right.legend()
+    for axis in (left, right):
+        axis.tick_params(axis="x", rotation=30)
+        axis.grid(True, axis="y", alpha=0.3)
+    figure.suptitle(title)
+    return save(figure, path)
+
+
+def plot_budgets(rows: list[dict], title: str, path: Path) -> Path:
+    """delta_psnr against the MSE budget, one curve per kind (attack, noise)."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        curve = sorted((r["mse"], r["delta_psnr"]) for r in rows if r["variant"] == name)
+        axis.plot([m for m, _ in curve], [d for _, d in curve], marker="o", label=name)
+    axis.set_xscale("log")
+    axis.set_xlabel("budget: MSE(x, x*) ([0,1] scale; eps = sqrt(MSE))")
+    axis.set_ylabel("delta PSNR (dB) = PSNR_in - PSNR_out")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.suptitle(title)
+    return save(figure, path)
+
+
+def save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def summarize_ablation(sweep_dir: Path, name: str, variant_key: str | None) -> list[dict]:
+    """Write ablation.csv/.md/.png for a finished sweep; `variant_key` None means a noise-study budget sweep."""
+    rows = budget_rows(sweep_dir) if variant_key is None else variant_rows(sweep_dir, variant_key)
+    if not rows:
+        return rows
+    write_rows_csv(rows, sweep_dir / "ablation.csv")
+    (sweep_dir / "ablation.md").write_text(f"# Attack ablation: {name}\n\n" + markdown_table(rows))
+    plot = plot_budgets if variant_key is None else plot_variants
+    steps = max(r["steps"] for r in rows)
+    detail = f"{len({r['job'] for r in rows})} runs, {steps} attack steps"
+    plot(rows, f"{name} ablation ({detail})", sweep_dir / "ablation.png")
+    log.info("%s ablation: %s", name, sweep_dir / "ablation.md")
+    return rows
+
+
+class AblationSummary(Callback):
+    """Added to `hydra.callbacks` by the ablation experiment configs; runs after the sweep's summary."""
+
+    def __init__(self, name: str, variant_key: str | None = None) -> None:
+        self.name, self.variant_key = name, variant_key
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        log.warning("experiment=ablation_%s ran one job and no ablation table: add -m to sweep it", self.name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir() and (rows := summarize_ablation(sweep_dir, self.name, self.variant_key)):
+            print(f"\nAblation '{self.name}' ({len(rows)} rows): {sweep_dir / 'ablation.md'}\n")
+            print(markdown_table(rows))
