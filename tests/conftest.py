@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -32,6 +34,21 @@ FAST = [
     "trainer.enable_progress_bar=false",
     "trainer.accelerator=cpu",
 ]
+
+
+@contextlib.contextmanager
+def logging_restored():
+    """Around an in-process Hydra job (runpy of train.py/evaluate.py): Hydra configures logging for the job
+    (hydra/job_logging=disabled: root level ERROR, existing loggers disabled); later tests need it back."""
+    handlers, level = list(logging.root.handlers), logging.root.level
+    try:
+        yield
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+        for logger in logging.Logger.manager.loggerDict.values():
+            if isinstance(logger, logging.Logger):
+                logger.disabled = False
 
 
 def photo(name: str) -> np.ndarray:

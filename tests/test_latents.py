@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import runpy
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, train_small_codec
+from conftest import ROOT, logging_restored, train_small_codec
 
 from robust_nic.codecs import export_codec
 from robust_nic.coding import pad
@@ -28,17 +27,13 @@ def latents_run(photo_dir, tmp_path_factory):
     argv = ["evaluate.py", "study=latents", f"model.checkpoint={first}", f"study.codecs=[{second}]",
             "max_images=2", "attack=pgd", "attack.steps=5", "attack.eps=0.05", "data=folder",
             f"data.root={photo_dir}", "device=cpu", f"hydra.run.dir={out}", "hydra/job_logging=disabled"]  # fmt: skip
-    saved, handlers = sys.argv, list(logging.root.handlers)
+    saved = sys.argv
     sys.argv = argv
     try:
-        runpy.run_path(str(ROOT / "evaluate.py"), run_name="__main__")
+        with logging_restored():
+            runpy.run_path(str(ROOT / "evaluate.py"), run_name="__main__")
     finally:
-        # Hydra configured logging for the in-process job (disabling existing loggers): undo it for later tests
         sys.argv = saved
-        logging.root.handlers[:] = handlers
-        for logger in logging.Logger.manager.loggerDict.values():
-            if isinstance(logger, logging.Logger):
-                logger.disabled = False
     return out, codec
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, compose_config, photo, train_small_codec
+from conftest import ROOT, compose_config, logging_restored, photo, train_small_codec
 from omegaconf import OmegaConf
 
 from robust_nic.attacks.budget import Budget
@@ -180,5 +180,6 @@ def test_evaluate_entry_point_runs_a_study(checkpoints, photo_dir, tmp_path, mon
         "evaluate.py", "study=recompression", "study.generations=2", "max_images=1", f"model.checkpoint={checkpoints[0]}",
         "data=folder", f"data.root={photo_dir}", f"hydra.run.dir={tmp_path}", "hydra/job_logging=disabled",
     ])  # fmt: skip
-    runpy.run_path(str(ROOT / "evaluate.py"), run_name="__main__")
+    with logging_restored():
+        runpy.run_path(str(ROOT / "evaluate.py"), run_name="__main__")
     assert len(read_csv(tmp_path / "recompression.csv")) == 2
