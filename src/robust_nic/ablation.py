@@ -18,8 +18,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from robust_nic.evaluation import metric_keys
-from robust_nic.evaluation.outputs import write_rows_csv
-from robust_nic.plotting import plt
+from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps, write_rows_csv
+from robust_nic.plotting import plt, save_figure
 from robust_nic.sweep import job_results
 
 log = logging.getLogger(__name__)
@@ -121,29 +121,16 @@ def plot_variants(rows: list[dict], title: str, path: Path) -> Path:
         axis.tick_params(axis="x", rotation=30)
         axis.grid(True, axis="y", alpha=0.3)
     figure.suptitle(title)
-    return save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_budgets(rows: list[dict], title: str, path: Path) -> Path:
     """delta_psnr against the MSE budget, one curve per kind (attack, noise)."""
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for name in dict.fromkeys(r["variant"] for r in rows):
-        curve = sorted((r["mse"], r["delta_psnr"]) for r in rows if r["variant"] == name)
-        axis.plot([m for m, _ in curve], [d for _, d in curve], marker="o", label=name)
-    axis.set_xscale("log")
-    axis.set_xlabel("budget: MSE(x, x*) ([0,1] scale; eps = sqrt(MSE))")
-    axis.set_ylabel("delta PSNR (dB) = PSNR_in - PSNR_out")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
-    figure.suptitle(title)
-    return save(figure, path)
-
-
-def save(figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    curves = {
+        name: [(r["mse"], r["delta_psnr"]) for r in rows if r["variant"] == name]
+        for name in dict.fromkeys(r["variant"] for r in rows)
+    }
+    return plot_delta_psnr_vs_eps(curves, path, xlabel="budget: MSE(x, x*) ([0,1] scale; eps = sqrt(MSE))", title=title)
 
 
 def summarize_ablation(sweep_dir: Path, name: str, variant_key: str | None) -> list[dict]:

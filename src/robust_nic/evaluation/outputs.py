@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from robust_nic.images import write_png
-from robust_nic.plotting import plt
+from robust_nic.plotting import plt, save_figure
 
 
 def write_rows_csv(rows: list[dict], path: Path) -> Path:
@@ -72,27 +72,25 @@ def save_attack_images(stem: str, x, x_adv, x_hat, x_hat_adv, out_dir: Path, amp
         axis.set_title(title)
         axis.axis("off")
     figure.suptitle(stem)
-    figure.tight_layout()
-    path = out_dir / "figures" / f"{stem}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, out_dir / "figures" / f"{stem}.png", dpi=100)
 
 
-def plot_delta_psnr_vs_eps(points: dict[str, list[tuple[float, float]]], path: Path) -> Path:
+EPS_AXIS = "attack budget eps (RMS of the perturbation, [0,1] scale)"
+
+
+def plot_delta_psnr_vs_eps(
+    points: dict[str, list[tuple[float, float]]], path: Path, xlabel: str = EPS_AXIS, title: str | None = None
+) -> Path:
     """delta_psnr (vulnerability index) against the budget, one curve per label."""
     figure, axis = plt.subplots(figsize=(6, 4))
     for label, curve in points.items():
         curve = sorted(curve)
         axis.plot([e for e, _ in curve], [d for _, d in curve], marker="o", label=label)
     axis.set_xscale("log")
-    axis.set_xlabel("attack budget eps (RMS of the perturbation, [0,1] scale)")
+    axis.set_xlabel(xlabel)
     axis.set_ylabel("delta PSNR (dB) = PSNR_in - PSNR_out")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from robust_nic.plotting import plt
+from robust_nic.plotting import plt, save_figure
 
 QUALITY_PANELS = (("psnr", "PSNR vs original (dB)"), ("ms_ssim", "MS-SSIM vs original"), ("bpp", "bpp"))
 
@@ -30,8 +30,7 @@ def plot_quality_vs_generation(means: list[dict], path: Path) -> Path:
         axis.set_ylabel(title)
         axis.grid(True, alpha=0.3)
     axes[0][0].legend()
-    figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_heatmap(
@@ -54,12 +53,4 @@ def plot_heatmap(
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.set_title(title)
-    figure.tight_layout()
-    return _save(figure, path)
-
-
-def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robust_nic.plotting import plt
-from robust_nic.studies.figures import _save
+from robust_nic.plotting import plt, save_figure
 
 
 def plot_latent_range(rows: list[dict], title: str, path: Path) -> Path:
@@ -31,8 +30,7 @@ def plot_latent_range(rows: list[dict], title: str, path: Path) -> Path:
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_symbol_histogram(panels: dict[str, dict], title: str, path: Path) -> Path:
@@ -60,5 +58,4 @@ def plot_symbol_histogram(panels: dict[str, dict], title: str, path: Path) -> Pa
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
