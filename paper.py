@@ -39,6 +39,8 @@ def drive(settings: dict, paper) -> None:
         seconds = paper.estimate(settings, todo, log=print)
         print(f"paper: estimated duration {paper.duration_text(seconds)} on this machine, one job at a time "
               "(timed forward+backward pass per model x the passes per job in conf/paper.yaml estimate.*)", flush=True)
+    if settings["dry_run"]:
+        return
     user = [o for o in HydraConfig.get().overrides.task if not o.startswith(("job=", "stage="))]
     failed = []
     for stage in sorted({j.stage for j in todo}):

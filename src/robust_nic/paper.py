@@ -96,6 +96,7 @@ def build_jobs(cfg, log=print) -> list[Job]:
     if attack != cfg["headline_attack"]:
         log(f"paper: attack={cfg['headline_attack']} is not in this tree; the headline attack is chen2023")
     budget = [f"attack={attack}", f"attack.eps={cfg['eps']}"]
+    single = ["attack=chen2023", f"attack.eps={cfg['eps']}"]  # the studies take one attack (the paper's)
     per_image = dict(cfg["estimate"]["passes_per_image"])
     n = images(cfg)
     f = cfg["focus"]
@@ -123,7 +124,7 @@ def build_jobs(cfg, log=print) -> list[Job]:
         argv = [*evaluate, "-m", f"experiment={name}", *focus, *common, f"hydra.sweep.dir={out / jid}"]
         jobs.append(Job(jid, 1, "ablation", argv, "ablation.csv", f["model"], per_image["ablation"] * n))
     jid = "transfer-image"
-    jobs.append(Job(jid, 1, "transfer", [*evaluate, "study=transfer", *focus, *budget, *common, run(jid)],
+    jobs.append(Job(jid, 1, "transfer", [*evaluate, "study=transfer", *focus, *single, *common, run(jid)],
                     "study.json", f["model"], per_image["transfer"] * n))
     zoo_file = focus_weights(cfg)
     for name in cfg["defenses"]:
@@ -159,7 +160,7 @@ def build_jobs(cfg, log=print) -> list[Job]:
     finetuned = [str(out / f"finetune-{r}" / "checkpoints" / "last.ckpt") for r in recipes]
     labels = ",".join(f"finetuned_{r}" for r in recipes)
     jid = "transfer-model"
-    jobs.append(Job(jid, 2, "transfer", [*evaluate, "study=transfer", *focus, *budget, "study.cross_image=false",
+    jobs.append(Job(jid, 2, "transfer", [*evaluate, "study=transfer", *focus, *single, "study.cross_image=false",
                                          f"study.codecs=[{','.join(finetuned)}]", f"study.labels=[{labels}]",
                                          *common, run(jid)], "study.json", f["model"], per_image["transfer"] * n))
     jid = "recompression"
@@ -210,9 +211,10 @@ def missing_inputs(cfg) -> list[str]:
 
 
 def kodak_root() -> str:
-    from robust_nic.config import compose_config
+    """conf/data/kodak.yaml's data.root (read directly: this runs inside a Hydra app)."""
+    from omegaconf import OmegaConf
 
-    return str(compose_config("evaluate", ["data=kodak"]).data.root)
+    return str(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "kodak.yaml"), resolve=True)["root"])
 
 
 def probe_seconds(cfg, model: str) -> float:
