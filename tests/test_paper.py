@@ -21,9 +21,9 @@ TINY = [
 ]
 
 
-def run_paper(tmp_path: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_paper(tmp_path: Path, *overrides: str, env: dict | None = None, flags=()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "paper.py"), f"out={tmp_path / 'paper'}", *overrides],
+    return subprocess.run([sys.executable, str(ROOT / "paper.py"), *flags, f"out={tmp_path / 'paper'}", *overrides],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1800)
 
 
@@ -34,7 +34,7 @@ def test_start_message_lists_missing_weights_kodak_and_an_estimate(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "missing: 5 inputs" in out  # 2 qualities x 2 metrics, and Kodak
-    hub = tmp_path / "hub" / "checkpoints"
+    hub = tmp_path / "hub" / "hub" / "checkpoints"  # TORCH_HOME/hub
     assert f"weights bmshj2018_hyperprior quality 1 ms_ssim: {hub}" in out
     assert f"weights bmshj2018_hyperprior quality 2 mse: {hub}" in out
     assert f"Kodak: 24 of 24 images absent from {tmp_path / 'cache' / 'kodak'}" in out
@@ -84,7 +84,8 @@ def test_a_partial_metrics_file_is_not_finished(tmp_path):
 def test_one_override_runs_the_jobs_through_an_existing_launcher(tmp_path, launcher, plugin, target):
     if importlib.util.find_spec(plugin) is None:
         pytest.skip(f"{plugin} is not installed: pip install .[cluster]")
-    result = run_paper(tmp_path, "-m", "stage=1", "job=noise-focus", f"hydra/launcher={launcher}", "--cfg", "hydra")
+    result = run_paper(tmp_path, "stage=1", "job=noise-focus", f"hydra/launcher={launcher}",
+                       flags=("--cfg", "hydra"))
     assert result.returncode == 0, result.stderr
     assert target in result.stdout
 
