@@ -34,11 +34,17 @@ def drive(settings: dict, paper) -> None:
     todo = [j for j in jobs if not paper.finished(settings, j)]
     print(f"paper: {len(jobs)} jobs, {len(jobs) - len(todo)} finished, {len(todo)} to run")
     missing = paper.missing_inputs(settings)
-    print("paper: missing: " + ("nothing" if not missing else f"{len(missing)} inputs\n  " + "\n  ".join(missing)))
+    print(
+        "paper: missing: "
+        + ("nothing" if not missing else f"{len(missing)} inputs\n  " + "\n  ".join(missing))
+    )
     if settings["estimate"]["probe"]:
         seconds = paper.estimate(settings, todo, log=print)
-        print(f"paper: estimated duration {paper.duration_text(seconds)} on this machine, one job at a time "
-              "(timed forward+backward pass per model x the passes per job in conf/paper.yaml estimate.*)", flush=True)
+        print(
+            f"paper: estimated duration {paper.duration_text(seconds)} on this machine, one job at a time "
+            "(timed forward+backward pass per model x the passes per job in conf/paper.yaml estimate.*)",
+            flush=True,
+        )
     if settings["dry_run"]:
         return
     user = [o for o in HydraConfig.get().overrides.task if not o.startswith(("job=", "stage="))]
@@ -46,7 +52,9 @@ def drive(settings: dict, paper) -> None:
     for stage in sorted({j.stage for j in todo}):
         ids = [j.id for j in todo if j.stage == stage]
         print(f"paper: stage {stage}: {', '.join(ids)}", flush=True)
-        code = subprocess.run([sys.executable, __file__, "-m", f"stage={stage}", f"job={','.join(ids)}", *user]).returncode
+        code = subprocess.run(
+            [sys.executable, __file__, "-m", f"stage={stage}", f"job={','.join(ids)}", *user]
+        ).returncode
         if code != 0:
             failed.append(stage)
     left = [j.id for j in jobs if not paper.finished(settings, j) and j.kind != "report"]

@@ -13,24 +13,45 @@ from robust_nic import paper
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "models=[tiny]", "losses=[mse]", "focus.model=tiny", "focus.loss=mse", "pretrained=false", "dataset=samples",
+    "models=[tiny]",
+    "losses=[mse]",
+    "focus.model=tiny",
+    "focus.loss=mse",
+    "pretrained=false",
+    "dataset=samples",
     'common=["max_images=1","attack.steps=2","progress=false","save_images=false"]',
     'train_common=["trainer.max_steps=2","trainer.val_check_interval=2","train.val_attack.steps=2",'
     '"data.batch_size=2","data.max_val_images=1","logger=none"]',
-    "generations=2", "defenses=[bitdepth]", "estimate.probe_size=[64,64]",
+    "generations=2",
+    "defenses=[bitdepth]",
+    "estimate.probe_size=[64,64]",
 ]
 
 
-def run_paper(tmp_path: Path, *overrides: str, env: dict | None = None, flags=()) -> subprocess.CompletedProcess:
+def run_paper(
+    tmp_path: Path, *overrides: str, env: dict | None = None, flags=()
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "paper.py"), *flags, f"out={tmp_path / 'paper'}", *overrides],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1800)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "paper.py"), *flags, f"out={tmp_path / 'paper'}", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=1800,
+    )
 
 
 def test_start_message_lists_missing_weights_kodak_and_an_estimate(tmp_path):
-    result = run_paper(tmp_path, "models=[bmshj2018_hyperprior]", "qualities=[1,2]", "losses=[mse,ms_ssim]",
-                       "dry_run=true", "estimate.probe_size=[64,64]",
-                       env={"TORCH_HOME": str(tmp_path / "hub"), "ROBUST_NIC_CACHE": str(tmp_path / "cache")})
+    result = run_paper(
+        tmp_path,
+        "models=[bmshj2018_hyperprior]",
+        "qualities=[1,2]",
+        "losses=[mse,ms_ssim]",
+        "dry_run=true",
+        "estimate.probe_size=[64,64]",
+        env={"TORCH_HOME": str(tmp_path / "hub"), "ROBUST_NIC_CACHE": str(tmp_path / "cache")},
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "missing: 5 inputs" in out  # 2 qualities x 2 metrics, and Kodak
@@ -77,15 +98,19 @@ def test_a_partial_metrics_file_is_not_finished(tmp_path):
     assert paper.finished(settings, job)
 
 
-@pytest.mark.parametrize(("launcher", "plugin", "target"), [
-    ("joblib", "hydra_plugins.hydra_joblib_launcher", "JoblibLauncher"),
-    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "SlurmLauncher"),
-])
+@pytest.mark.parametrize(
+    ("launcher", "plugin", "target"),
+    [
+        ("joblib", "hydra_plugins.hydra_joblib_launcher", "JoblibLauncher"),
+        ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "SlurmLauncher"),
+    ],
+)
 def test_one_override_runs_the_jobs_through_an_existing_launcher(tmp_path, launcher, plugin, target):
     if importlib.util.find_spec(plugin) is None:
         pytest.skip(f"{plugin} is not installed: pip install .[cluster]")
-    result = run_paper(tmp_path, "stage=1", "job=noise-focus", f"hydra/launcher={launcher}",
-                       flags=("--cfg", "hydra"))
+    result = run_paper(
+        tmp_path, "stage=1", "job=noise-focus", f"hydra/launcher={launcher}", flags=("--cfg", "hydra")
+    )
     assert result.returncode == 0, result.stderr
     assert target in result.stdout
 

@@ -24,10 +24,10 @@ class Job:
     id: str
     stage: int
     kind: str
-    argv: list[str]             # after `python`
-    done_file: str              # relative to the job directory; finished = present and not partial
+    argv: list[str]  # after `python`
+    done_file: str  # relative to the job directory; finished = present and not partial
     model: str | None = None
-    passes: float = 0.0         # forward+backward passes at the probe size (for the estimate)
+    passes: float = 0.0  # forward+backward passes at the probe size (for the estimate)
     notes: list[str] = field(default_factory=list)
 
 
@@ -86,9 +86,25 @@ def build_jobs(cfg, log=print) -> list[Job]:
         sid = f"standin-{model}-{loss}-q{q}"
         if sid not in standins:
             standins[sid] = str(out / sid / "checkpoints" / "last.ckpt")
-            jobs.append(Job(sid, 0, "standin", [*train, f"model={model}", f"model.quality={q}", f"loss={loss}",
-                                                "model.pretrained=false", "attack=none", *train_common, f"hydra.run.dir={out / sid}"],
-                            "train_metrics.json", model))
+            jobs.append(
+                Job(
+                    sid,
+                    0,
+                    "standin",
+                    [
+                        *train,
+                        f"model={model}",
+                        f"model.quality={q}",
+                        f"loss={loss}",
+                        "model.pretrained=false",
+                        "attack=none",
+                        *train_common,
+                        f"hydra.run.dir={out / sid}",
+                    ],
+                    "train_metrics.json",
+                    model,
+                )
+            )
         return [f"model.checkpoint={standins[sid]}"]
 
     jobs: list[Job] = []
@@ -110,12 +126,30 @@ def build_jobs(cfg, log=print) -> list[Job]:
         for loss in cfg["losses"]:
             for q in model_qualities(cfg, model):
                 jid = f"attack-{model}-{loss}-q{q}"
-                argv = [*evaluate, f"model={model}", f"model.quality={q}", f"loss={loss}", *weights(model, loss, q), *budget,
-                        *common, "save_images=false", run(jid)]
+                argv = [
+                    *evaluate,
+                    f"model={model}",
+                    f"model.quality={q}",
+                    f"loss={loss}",
+                    *weights(model, loss, q),
+                    *budget,
+                    *common,
+                    "save_images=false",
+                    run(jid),
+                ]
                 jobs.append(Job(jid, 1, "attack", argv, "metrics.json", model, per_image["attack"] * n))
     jid = "noise-focus"
-    jobs.append(Job(jid, 1, "noise", [*evaluate, *focus, "attack=noise", f"attack.eps={cfg['eps']}", *common,
-                                      run(jid)], "metrics.json", f["model"], per_image["noise"] * n))
+    jobs.append(
+        Job(
+            jid,
+            1,
+            "noise",
+            [*evaluate, *focus, "attack=noise", f"attack.eps={cfg['eps']}", *common, run(jid)],
+            "metrics.json",
+            f["model"],
+            per_image["noise"] * n,
+        )
+    )
     for name in cfg["ablations"]:
         if not exists("experiment", name):
             log(f"paper: experiment={name} is not in this tree; its job is skipped")
@@ -124,12 +158,23 @@ def build_jobs(cfg, log=print) -> list[Job]:
         argv = [*evaluate, "-m", f"experiment={name}", *focus, *common, f"hydra.sweep.dir={out / jid}"]
         jobs.append(Job(jid, 1, "ablation", argv, "ablation.csv", f["model"], per_image["ablation"] * n))
     jid = "transfer-image"
-    jobs.append(Job(jid, 1, "transfer", [*evaluate, "study=transfer", *focus, *single, *common, run(jid)],
-                    "study.json", f["model"], per_image["transfer"] * n))
+    jobs.append(
+        Job(
+            jid,
+            1,
+            "transfer",
+            [*evaluate, "study=transfer", *focus, *single, *common, run(jid)],
+            "study.json",
+            f["model"],
+            per_image["transfer"] * n,
+        )
+    )
     zoo_file = focus_weights(cfg)
     for name in cfg["defenses"]:
         if name == "latent_range" and exists("defense", name) and zoo_file is None:
-            log("paper: defense=latent_range needs a checkpoint file to fit its ranges (pretrained=true); skipped")
+            log(
+                "paper: defense=latent_range needs a checkpoint file to fit its ranges (pretrained=true); skipped"
+            )
             continue
         if not exists("defense", name):
             log(f"paper: defense={name} is not in this tree; its job is skipped")
@@ -137,38 +182,118 @@ def build_jobs(cfg, log=print) -> list[Job]:
         jid = f"defense-{name}"
         extra, stage = [], 1
         if name == "latent_range":  # needs the fitted ranges (job fit-latent-range, stage 1)
-            extra, stage = [f"defense.ranges={out / 'fit-latent-range' / 'ranges.pt'}", f"model.checkpoint={zoo_file}"], 2
-        jobs.append(Job(jid, stage, "defense", [*evaluate, *focus, f"defense={name}", *extra, *budget, *common,
-                                                run(jid)], "metrics.json", f["model"], per_image["defense"] * n))
+            extra, stage = (
+                [f"defense.ranges={out / 'fit-latent-range' / 'ranges.pt'}", f"model.checkpoint={zoo_file}"],
+                2,
+            )
+        jobs.append(
+            Job(
+                jid,
+                stage,
+                "defense",
+                [*evaluate, *focus, f"defense={name}", *extra, *budget, *common, run(jid)],
+                "metrics.json",
+                f["model"],
+                per_image["defense"] * n,
+            )
+        )
     if "latent_range" in cfg["defenses"] and exists("defense", "latent_range") and zoo_file is not None:
         jid = "fit-latent-range"
-        jobs.append(Job(jid, 1, "fit", [*CLI, "fit-latent-range", "--checkpoint", str(zoo_file), "--out",
-                                        str(out / jid / "ranges.pt"), *focus, *common],
-                        "ranges.pt", f["model"], 2 * n))
+        jobs.append(
+            Job(
+                jid,
+                1,
+                "fit",
+                [
+                    *CLI,
+                    "fit-latent-range",
+                    "--checkpoint",
+                    str(zoo_file),
+                    "--out",
+                    str(out / jid / "ranges.pt"),
+                    *focus,
+                    *common,
+                ],
+                "ranges.pt",
+                f["model"],
+                2 * n,
+            )
+        )
     steps = cfg["estimate"]["train_steps"] * cfg["estimate"]["passes_per_train_step"]
     recipes = {"paper": ["attack=auto", f"attack.eps={cfg['eps']}"]}
     if exists("experiment", "finetune_cheap"):
         recipes["cheap"] = ["experiment=finetune_cheap"]
     for recipe, overrides in recipes.items():
         jid = f"finetune-{recipe}"
-        jobs.append(Job(jid, 1, "finetune", [*train, *focus, *overrides, *train_common,
-                                              run(jid)], "train_metrics.json", f["model"], steps * 300 / 2))
+        jobs.append(
+            Job(
+                jid,
+                1,
+                "finetune",
+                [*train, *focus, *overrides, *train_common, run(jid)],
+                "train_metrics.json",
+                f["model"],
+                steps * 300 / 2,
+            )
+        )
         ckpt = out / jid / "checkpoints" / "last.ckpt"
         eid = f"evaluate-finetuned-{recipe}"
-        jobs.append(Job(eid, 2, "evaluate", [*evaluate, *bare, f"model.checkpoint={ckpt}", *budget, *common,
-                                              run(eid)], "metrics.json", f["model"], per_image["evaluate"] * n))
+        jobs.append(
+            Job(
+                eid,
+                2,
+                "evaluate",
+                [*evaluate, *bare, f"model.checkpoint={ckpt}", *budget, *common, run(eid)],
+                "metrics.json",
+                f["model"],
+                per_image["evaluate"] * n,
+            )
+        )
     finetuned = [str(out / f"finetune-{r}" / "checkpoints" / "last.ckpt") for r in recipes]
     labels = ",".join(f"finetuned_{r}" for r in recipes)
     jid = "transfer-model"
-    jobs.append(Job(jid, 2, "transfer", [*evaluate, "study=transfer", *focus, *single, "study.cross_image=false",
-                                         f"study.codecs=[{','.join(finetuned)}]", f"study.labels=[{labels}]",
-                                         *common, run(jid)], "study.json", f["model"], per_image["transfer"] * n))
+    jobs.append(
+        Job(
+            jid,
+            2,
+            "transfer",
+            [
+                *evaluate,
+                "study=transfer",
+                *focus,
+                *single,
+                "study.cross_image=false",
+                f"study.codecs=[{','.join(finetuned)}]",
+                f"study.labels=[{labels}]",
+                *common,
+                run(jid),
+            ],
+            "study.json",
+            f["model"],
+            per_image["transfer"] * n,
+        )
+    )
     jid = "recompression"
-    jobs.append(Job(jid, 2, "recompression", [*evaluate, "study=recompression", *focus,
-                                              f"study.generations={cfg['generations']}",
-                                              f"study.codecs=[{','.join(finetuned)}]", f"study.labels=[{labels}]",
-                                              *common, run(jid)], "study.json", f["model"],
-                    per_image["recompression"] * n * cfg["generations"] / 50))
+    jobs.append(
+        Job(
+            jid,
+            2,
+            "recompression",
+            [
+                *evaluate,
+                "study=recompression",
+                *focus,
+                f"study.generations={cfg['generations']}",
+                f"study.codecs=[{','.join(finetuned)}]",
+                f"study.labels=[{labels}]",
+                *common,
+                run(jid),
+            ],
+            "study.json",
+            f["model"],
+            per_image["recompression"] * n * cfg["generations"] / 50,
+        )
+    )
     jobs.append(Job("report", 3, "report", [], "report.md"))
     kinds = cfg.get("kinds")
     return [j for j in jobs if not kinds or j.kind in kinds]
@@ -246,8 +371,10 @@ def estimate(cfg, jobs: list[Job], log=print) -> float:
     per_pass = {}
     for model in sorted({j.model for j in jobs if j.model}):
         per_pass[model] = probe_seconds(cfg, model)
-        log(f"  probe {model}: {per_pass[model]:.3f} s per forward+backward pass at "
-            f"{cfg['estimate']['probe_size'][0]}x{cfg['estimate']['probe_size'][1]}")
+        log(
+            f"  probe {model}: {per_pass[model]:.3f} s per forward+backward pass at "
+            f"{cfg['estimate']['probe_size'][0]}x{cfg['estimate']['probe_size'][1]}"
+        )
     return sum(per_pass.get(j.model, 0.0) * j.passes for j in jobs)
 
 
@@ -284,8 +411,11 @@ def our_rows(cfg) -> dict[str, dict]:
 
     out = Path(cfg["out"]) / "jobs"
     f = cfg["focus"]
-    sources = {"noise": out / "noise-focus", "attacked": out / f"attack-{f['model']}-{f['loss']}-q{f['quality']}",
-               "finetuned": out / "evaluate-finetuned-paper"}
+    sources = {
+        "noise": out / "noise-focus",
+        "attacked": out / f"attack-{f['model']}-{f['loss']}-q{f['quality']}",
+        "finetuned": out / "evaluate-finetuned-paper",
+    }
     rows = {}
     for name, run in sources.items():
         path = run / "metrics.json"
@@ -312,9 +442,13 @@ def comparison_markdown(cfg) -> str:
     ]
     for name, row in paper["rows"].items():
         mine = ours.get(name, {})
-        cells = [f"{v:.2f}" if k == "psnr" and v is not None else f"{v:.4f}" if v is not None else "not run"
-                 for k, v in (("psnr", mine.get("psnr")), ("ms_ssim", mine.get("ms_ssim")))]
-        lines.append(f"| {row['label']} | {row['psnr']:.2f} | {row['ms_ssim']:.4f} | {cells[0]} | {cells[1]} |")
+        cells = [
+            f"{v:.2f}" if k == "psnr" and v is not None else f"{v:.4f}" if v is not None else "not run"
+            for k, v in (("psnr", mine.get("psnr")), ("ms_ssim", mine.get("ms_ssim")))
+        ]
+        lines.append(
+            f"| {row['label']} | {row['psnr']:.2f} | {row['ms_ssim']:.4f} | {cells[0]} | {cells[1]} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -322,7 +456,9 @@ def write_paper_report(cfg) -> Path:
     """robust-nic report over every job, plus paper.md (the paper's numbers beside ours) linked from it."""
     out = Path(cfg["out"])
     report = out / "report"
-    code = subprocess.run([sys.executable, *CLI, "report", str(out / "jobs"), "--out", str(report)], cwd=ROOT).returncode
+    code = subprocess.run(
+        [sys.executable, *CLI, "report", str(out / "jobs"), "--out", str(report)], cwd=ROOT
+    ).returncode
     if code != 0:
         print("paper: robust-nic report failed; paper.md is still written", file=sys.stderr)
     report.mkdir(parents=True, exist_ok=True)
@@ -332,7 +468,12 @@ def write_paper_report(cfg) -> Path:
         path = report / page
         if path.is_file() and "paper.md" not in path.read_text():
             text = path.read_text()
-            text = text.replace("</body>", '<p><a href="paper.md">The paper\'s numbers beside ours</a></p></body>') \
-                if page.endswith(".html") else text + link
+            text = (
+                text.replace(
+                    "</body>", '<p><a href="paper.md">The paper\'s numbers beside ours</a></p></body>'
+                )
+                if page.endswith(".html")
+                else text + link
+            )
             path.write_text(text)
     return report / "report.md"
