@@ -1,0 +1,124 @@
+"""paper.py: the paper's experiments as staged, resumable Hydra jobs, offline with stand-in codecs."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robust_nic import paper
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "models=[tiny]",
+    "losses=[mse]",
+    "focus.model=tiny",
+    "focus.loss=mse",
+    "pretrained=false",
+    "dataset=samples",
+    'common=["max_images=1","attack.steps=2","progress=false","save_images=false"]',
+    'train_common=["trainer.max_steps=2","trainer.val_check_interval=2","train.val_attack.steps=2",'
+    '"data.batch_size=2","data.max_val_images=1","logger=none"]',
+    "generations=2",
+    "defenses=[bitdepth]",
+    "estimate.probe_size=[64,64]",
+]
+
+
+def run_paper(
+    tmp_path: Path, *overrides: str, env: dict | None = None, flags=()
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "paper.py"), *flags, f"out={tmp_path / 'paper'}", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=1800,
+    )
+
+
+def test_start_message_lists_missing_weights_kodak_and_an_estimate(tmp_path):
+    result = run_paper(
+        tmp_path,
+        "models=[bmshj2018_hyperprior]",
+        "qualities=[1,2]",
+        "losses=[mse,ms_ssim]",
+        "dry_run=true",
+        "estimate.probe_size=[64,64]",
+        env={"TORCH_HOME": str(tmp_path / "hub"), "ROBUST_NIC_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "missing: 5 inputs" in out  # 2 qualities x 2 metrics, and Kodak
+    hub = tmp_path / "hub" / "hub" / "checkpoints"  # TORCH_HOME/hub
+    assert f"weights bmshj2018_hyperprior quality 1 ms_ssim: {hub}" in out
+    assert f"weights bmshj2018_hyperprior quality 2 mse: {hub}" in out
+    assert f"Kodak: 24 of 24 images absent from {tmp_path / 'cache' / 'kodak'}" in out
+    assert "estimated duration" in out and "probe bmshj2018_hyperprior" in out
+    assert not (tmp_path / "paper" / "jobs").exists()  # printed before any work
+
+
+def test_offline_run_writes_the_report_beside_the_paper_and_a_rerun_skips_finished_jobs(tmp_path):
+    reduced = [*TINY, "kinds=[standin,attack,noise,report]"]
+    first = run_paper(tmp_path, *reduced)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    jobs = tmp_path / "paper" / "jobs"
+    attacked = json.loads((jobs / "attack-tiny-mse-q3" / "metrics.json").read_text())
+    noise = json.loads((jobs / "noise-focus" / "metrics.json").read_text())
+    table = (tmp_path / "paper" / "report" / "paper.md").read_text()
+    assert "| Gaussian noise | 27.09 | 0.9670 |" in table and "| attacked | 11.61 | 0.6752 |" in table
+    get = lambda m, k: m.get("metrics", m)[f"test/adv/{k}"]  # noqa: E731
+    assert f"{get(noise, 'psnr'):.2f} | {get(noise, 'ms_ssim'):.4f} |" in table.splitlines()[-3]
+    assert f"{get(attacked, 'psnr'):.2f} | {get(attacked, 'ms_ssim'):.4f} |" in table.splitlines()[-2]
+    assert "not run" in table.splitlines()[-1]  # the finetuning jobs were left out
+    assert "paper.md" in (tmp_path / "paper" / "report" / "report.md").read_text()
+
+    results = jobs / "attack-tiny-mse-q3" / "metrics.json"
+    before = results.stat().st_mtime_ns
+    second = run_paper(tmp_path, *reduced)
+    assert second.returncode == 0, second.stderr
+    assert "4 jobs, 3 finished, 1 to run" in second.stdout  # only the report is re-built
+    assert "paper: run " not in second.stdout
+    assert results.stat().st_mtime_ns == before
+
+
+def test_a_partial_metrics_file_is_not_finished(tmp_path):
+    settings = {"out": str(tmp_path)}
+    job = paper.Job("attack-x", 1, "attack", [], "metrics.json")
+    results = tmp_path / "jobs" / "attack-x" / "metrics.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"partial": True, "metrics": {}}))
+    assert not paper.finished(settings, job)
+    results.write_text(json.dumps({"metrics": {}}))
+    assert paper.finished(settings, job)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "plugin", "target"),
+    [
+        ("joblib", "hydra_plugins.hydra_joblib_launcher", "JoblibLauncher"),
+        ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "SlurmLauncher"),
+    ],
+)
+def test_one_override_runs_the_jobs_through_an_existing_launcher(tmp_path, launcher, plugin, target):
+    if importlib.util.find_spec(plugin) is None:
+        pytest.skip(f"{plugin} is not installed: pip install .[cluster]")
+    result = run_paper(
+        tmp_path, "stage=1", "job=noise-focus", f"hydra/launcher={launcher}", flags=("--cfg", "hydra")
+    )
+    assert result.returncode == 0, result.stderr
+    assert target in result.stdout
+
+
+@pytest.mark.slow
+def test_the_whole_paper_runs_offline_with_stand_ins(tmp_path):
+    result = run_paper(tmp_path, *TINY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "unfinished: none" in result.stdout
+    table = (tmp_path / "paper" / "report" / "paper.md").read_text()
+    assert "not run" not in table
