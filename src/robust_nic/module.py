@@ -115,10 +115,6 @@ class CodecModule(L.LightningModule):
             record=settings,
         )
 
-    @property
-    def batch_step(self) -> int:
-        return self.global_step
-
     def configure_optimizers(self):
         groups, aux_params = split_parameters(self.codec, self.optim.entropy_lr_mult)
         lr = float(self.optim.lr)
@@ -148,9 +144,9 @@ class CodecModule(L.LightningModule):
             return x, x, 0
         # The attack ramps eps up over attack.warmup_steps batches (the paper's schedule); random starts
         # differ per step and per DDP rank yet stay reproducible from attack.seed.
-        attack = self.attack.at_step(self.batch_step)
+        attack = self.attack.at_step(self.global_step)
         if attack.seed is not None:
-            attack = dataclasses.replace(attack, seed=attack.seed + self.batch_step + 100_003 * self.global_rank)
+            attack = dataclasses.replace(attack, seed=attack.seed + self.global_step + 100_003 * self.global_rank)
         x_adv = attack(self.codec, x[:count]).detach()
         inputs = torch.cat([x_adv, x[count:]])
         targets = inputs if self.adversarial.adv_target == "adversarial" else x
@@ -183,7 +179,7 @@ class CodecModule(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer, aux_optimizer = self.optimizers()
-        batch_index = self.batch_step  # before the optimizer steps advance it: the eps this batch used
+        batch_index = self.global_step  # before the optimizer steps advance it: the eps this batch used
         inputs, targets, adv_count = self.adversarial_batch(batch)
         losses = self.rd_and_consistency(batch, inputs, targets, adv_count)
         aux_loss = self.codec.aux_loss()
@@ -246,7 +242,7 @@ class CodecModule(L.LightningModule):
         from robust_nic.trackers import log_image_panel
 
         log_image_panel(self.logger, "val/images", [x, x_adv, x_hat, x_hat_adv],
-                        ["source", "adversarial", "clean recon", "attacked recon"], self.batch_step)
+                        ["source", "adversarial", "clean recon", "attacked recon"], self.global_step)
 
     # ---- checkpoints ------------------------------------------------------------------------------
 

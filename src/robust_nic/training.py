@@ -105,7 +105,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     # weights_only: a checkpoint is data, never code (our checkpoints hold plain containers only).
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(start.path) if start else None, weights_only=True)
     results = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    results["steps"] = module.batch_step
+    results["steps"] = module.global_step  # batches: one Lightning step per batch
     callback = trainer.checkpoint_callback
     results_file = {
         "metrics": results,
@@ -121,7 +121,7 @@ def check_precision(trainer_cfg: dict) -> None:
     """fp16 mixed precision scales the loss with a GradScaler, which the aux optimizer (stepped outside
     Lightning, see CodecModule) would not undo."""
     precision = str(trainer_cfg.get("precision", "32-true"))
-    if precision.startswith("16") or precision == "16-mixed":
+    if precision.startswith("16"):
         raise ConfigError(
             f"trainer.precision={precision} is not supported (its loss scaling would reach the aux optimizer "
             "unscaled); use 32-true or bf16-mixed"

@@ -17,8 +17,10 @@ import torch
 
 from robust_nic.attacks.engine import Problem
 from robust_nic.attacks.iterative import PGDOptions, iterative
+from robust_nic.attacks.objectives import Objective
 from robust_nic.attacks.optimizers import OPTIMIZERS
-from robust_nic.coding import bpp_from_likelihoods
+
+UNCAPPED_RATE = Objective(kind="rate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +30,7 @@ class HingeRate:
     target_bpp: float | None
 
     def score(self, out: dict, goal: torch.Tensor | None) -> torch.Tensor:
-        if out.get("likelihoods") is None:
-            raise ValueError("attack=bitrate needs likelihoods; use attack.proxy=ste or noise")
-        height, width = out["x_hat"].shape[-2:]
-        bpp = bpp_from_likelihoods(out["likelihoods"], height * width)
+        bpp = UNCAPPED_RATE.score(out, goal)  # the rate objective's bpp_est (and its missing-likelihoods error)
         return bpp if self.target_bpp is None else bpp.clamp(max=self.target_bpp)
 
 

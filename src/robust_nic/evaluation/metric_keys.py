@@ -57,6 +57,16 @@ def prefix(kind: str, eps: float | None = None) -> str:
     return f"{PREFIX}/{kind}/" if eps is None else f"{PREFIX}/{kind}/eps_{eps:g}/"
 
 
+def attack_budgets(attack_cfg: dict) -> list[float]:
+    """The budgets of a run: attack.eps may be one value or a list, and a list means SEVERAL BUDGETS, each
+    evaluated on every image (one row per image and budget; the attack is built once per budget with
+    `Attack.with_eps`). A tensor eps (one per image) exists only inside training batches. None: no budget."""
+    eps = attack_cfg.get("eps")
+    if eps is None:
+        return []
+    return [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
+
+
 def budget_eps(eps: float, budgets: list[float]) -> float | None:
     """The eps that goes into a key: only when a run has several budgets (one budget keeps plain keys)."""
     return eps if len(budgets) > 1 else None

@@ -20,13 +20,14 @@ from robust_nic.defenses import build_defense
 from robust_nic.evaluation import metric_keys
 from robust_nic.evaluation.attacked import attack_and_measure, attack_sources, strongest_of
 from robust_nic.evaluation.measure import PSNR_CAP, NonFiniteError, clean_metrics, smooth_delta_psnr
+from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.outputs import (
     compressai_results,
     plot_delta_psnr_vs_eps,
     save_attack_images,
     write_rows_csv,
 )
-from robust_nic.evaluation.setup import attack_budgets, prepare
+from robust_nic.evaluation.setup import prepare
 from robust_nic.evaluation.summary import results_summary
 from robust_nic.images import ImageError, read_image
 from robust_nic.metrics import ms_ssim_scales

@@ -17,6 +17,7 @@ from robust_nic.codecs import CodecError
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings
 from robust_nic.data import split_files, whole_image_limit
 from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
+from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.images import read_image
 
 log = logging.getLogger(__name__)
@@ -26,15 +27,6 @@ def pick_device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def attack_budgets(attack_cfg: dict) -> list[float]:
-    """The budgets of a run: attack.eps may be one value or a list, and a list means SEVERAL BUDGETS, each
-    evaluated on every image (one row per image and budget). The attack itself is then built once per
-    budget (`Attack.with_eps`); a tensor eps (one per image) exists only inside training batches."""
-    eps = attack_cfg.get("eps")
-    values = eps if isinstance(eps, (list, tuple)) else [eps]
-    return [float(e) for e in values]
 
 
 def load_eval_codec(settings: dict, device: torch.device):

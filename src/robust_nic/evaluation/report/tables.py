@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 
 from robust_nic.evaluation import metric_keys
-from robust_nic.evaluation.metric_keys import ATTACK_KINDS, CLEAN_METRICS, budget_eps, clean_key, run_key
+from robust_nic.evaluation.metric_keys import (
+    ATTACK_KINDS,
+    CLEAN_METRICS,
+    attack_budgets,
+    budget_eps,
+    clean_key,
+    run_key,
+)
 from robust_nic.evaluation.report.runs import Run, baseline
 
 
@@ -34,11 +41,6 @@ def attack_text(attack: dict) -> str:
     return f"{name}, {attack.get('steps')} steps, {attack.get('proxy')} proxy"
 
 
-def eps_list(attack: dict) -> list[float]:
-    eps = attack.get("eps")
-    return [float(e) for e in (eps if isinstance(eps, list) else [eps])] if eps is not None else []
-
-
 def clean_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     columns = ["Codec", "Arch", "Quality", "Defense", "Images", *(m.label for m in CLEAN_METRICS), "Run"]
     rows = []
@@ -55,7 +57,7 @@ def clean_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
 def robustness_rows(run: Run, runs: list[Run]) -> list[dict]:
     """One dict per eps and attack kind (adv, adaptive) of an attacked evaluation run."""
     attack = run.settings.get("attack") or {}
-    budgets = eps_list(attack)
+    budgets = attack_budgets(attack)
     if attack.get("name", "none") == "none" or not budgets:
         return []
     base = baseline(run, runs) if run.defended else None
