@@ -446,6 +446,31 @@ def test_options_of_another_optimiser_are_said_or_dropped(caplog):
     assert val.name == "pgd" and val.options.steps == 7 and val.options.random_start is False  # shared knob kept
 
 
+def test_every_gradient_step_counts(codec, photo):
+    """steps=N takes N gradient steps and each result is a candidate: a one-step attack from zero moves
+    the image and scores above the start (the loop once scored only the start and dropped the step)."""
+    x = crop(photo, 64, 64)
+    one_step = attack("ifgsm", steps=1, random_start=False)
+    start = one_step.objective.score(Surrogate(codec, "skip")(x), real_recon(codec, x))
+    result = one_step.run(codec, x)
+    assert not torch.equal(result.x_adv, x)
+    assert (result.score > start).all()
+
+
+def test_select_last_returns_the_final_iterate_unscored(codec, photo):
+    """Finetuning's inner loop (attack.select=last) keeps the final iterate without a scoring forward;
+    it still moves the image, within budget and on the 8-bit grid."""
+    x = crop(photo, 64, 64)
+    last = attack("pgd", steps=1, select="last").run(codec, x)
+    assert torch.isnan(last.score).all()
+    assert not torch.equal(last.x_adv, x) and on_8bit_grid(last.x_adv)
+    assert (mse_per_image(last.x_adv, x).sqrt() <= NORM_EPS["rms"] + 1e-6).all()
+    with pytest.raises(AttackConfigError, match="attack.select"):
+        attack("pgd", select="first")
+    with pytest.raises(AttackConfigError, match="restarts"):
+        attack("pgd", select="last", restarts=2)
+
+
 def test_config_errors():
     with pytest.raises(AttackConfigError, match="proxy"):
         attack("chen2023", objective="rate")  # skip gives no likelihoods

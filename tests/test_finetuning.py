@@ -143,14 +143,16 @@ def test_consistency_term_compares_real_reconstructions(small_codec):
     small_codec.eval()
 
 
-@pytest.mark.parametrize("experiment, name, proxy, steps, consistency", [
-    ("finetune_tiny", "chen2023", "skip", 10, 0.0),  # the paper's recipe, scaled down
-    ("finetune_cheap", "pgd", "skip", 2, 3.0),  # few budget-sized PGD steps + consistency
+@pytest.mark.parametrize("experiment, name, proxy, steps, consistency, select, adv_ratio", [
+    ("finetune_tiny", "chen2023", "skip", 10, 0.0, "best", 1.0),  # the paper's recipe, scaled down
+    ("finetune_cheap", "pgd", "skip", 2, 3.0, "best", 1.0),  # few budget-sized PGD steps + consistency
+    ("finetune_fast", "pgd", "skip", 1, 0.0, "last", 0.5),  # one step on half of each batch (FGSM-RS)
 ])
-def test_finetuning_recipes_compose_to_their_attacks(experiment, name, proxy, steps, consistency):
+def test_finetuning_recipes_compose_to_their_attacks(experiment, name, proxy, steps, consistency, select, adv_ratio):
     settings = resolve(compose_config("train", [f"experiment={experiment}", "model.checkpoint=x.ckpt"]))
     attack = build_attack(settings["attack"])
     assert (attack.name, attack.proxy, attack.options.steps, attack.eps) == (name, proxy, steps, 0.01)
+    assert (attack.select, settings["train"]["adv_ratio"]) == (select, adv_ratio)
     assert settings["train"]["consistency_weight"] == consistency
 
 

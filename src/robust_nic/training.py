@@ -92,8 +92,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
         log.info("resuming from %s at batch %d", start.path, start.batches)
     L.seed_everything(int(settings.get("seed", 0)), workers=True, verbose=False)
     attack = build_attack(settings.get("attack"))
-    val_overrides = {k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None}
-    val_attack = build_attack(attack_variant(settings["attack"], val_overrides)) if attack and val_overrides else None
+    # Validation always keeps each image's strongest iterate, whatever the training attack returns.
+    val_overrides = {"select": "best"} | {
+        k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None
+    }
+    val_attack = build_attack(attack_variant(settings["attack"], val_overrides)) if attack else None
     codec = codec_from_settings(settings["model"])
     module = CodecModule.from_settings(codec, settings, attack=attack, val_attack=val_attack)
     datamodule = ImageDataModule(settings["data"], first_batch=start.batches if start else 0)

@@ -21,6 +21,8 @@ from robust_nic.reconstruction import (
 )
 from robust_nic.registry import RegistryError
 
+SELECT = ("best", "last")  # which iterate an attack returns (robust_nic.attacks.engine.iterate)
+
 
 class AttackConfigError(ValueError):
     """An attack configuration that cannot work; the message names the attack.* key to change."""
@@ -49,8 +51,13 @@ class Attack:
     seed: int | None = 0
     progress: bool = False
     warmup_steps: int = 0
+    select: str = "best"  # best: each image's strongest iterate; last: the final one (finetuning, cheaper)
 
     def __post_init__(self):
+        if self.select not in SELECT:
+            raise AttackConfigError(f"attack.select must be one of {list(SELECT)}, not {self.select!r}")
+        if self.select == "last" and self.restarts > 1:
+            raise AttackConfigError("attack.restarts > 1 keeps the strongest run, which needs attack.select=best")
         try:
             entry = load_optimizers().get(self.name)
         except RegistryError as err:
@@ -136,7 +143,7 @@ class Attack:
             goal = self.objective.goal(x, recon, target, mask)
             surrogate = Surrogate(codec, self.proxy, generator)
             with surrogate.active():
-                problem = Problem(x, self.budget, self.objective, surrogate, goal, generator)
+                problem = Problem(x, self.budget, self.objective, surrogate, goal, generator, self.select)
                 best_x, best_score = None, None
                 for _ in range(self.restarts):
                     x_r, score_r = self._optimise(problem)

@@ -27,6 +27,13 @@ class Problem:
     surrogate: Surrogate
     goal: torch.Tensor | None
     generator: torch.Generator
+    select: str = "best"  # best: each image's strongest scored iterate; last: the final one, unscored
+
+    def score(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x + delta and its objective score, forward only (no gradient)."""
+        with torch.no_grad():
+            x_adv = self.budget.clip(self.x, delta.detach())
+            return x_adv, self.objective.score(self.surrogate(x_adv), self.goal)
 
     def evaluate(
         self, delta: torch.Tensor, gain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -84,21 +91,33 @@ def iterate(
     """Run `steps` steps of `update(delta, grad, step) -> delta`, keeping each image's best iterate.
 
     "Best" = highest objective score among iterates that are `feasible` (in budget; every iterate when
-    None). Scores come from the step's own forward: no extra evaluation, no per-step host sync.
+    None), the start and the last step's result included: `steps` gradient steps cost `steps` forward and
+    backward passes plus one forward (no per-step host sync). With problem.select == "last" (finetuning's
+    inner loop) the final iterate is returned unscored (score NaN), without that forward.
     Returns (best x_adv, its score); images with no feasible iterate keep x and score -inf.
     """
     x = problem.x
+    keep_best = problem.select == "best"
     best_x, best_score = x.clone(), torch.full((x.shape[0],), -torch.inf, device=x.device, dtype=x.dtype)
-    for step in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
-        x_adv, score, grad = problem.evaluate(delta, gain)
+
+    def keep(x_adv: torch.Tensor, score: torch.Tensor) -> None:
+        nonlocal best_x, best_score
         better = score > best_score
         if feasible is not None:
             better &= feasible(x_adv)
         best_score = torch.where(better, score, best_score)
         best_x = torch.where(expand(better, x), x_adv, best_x)
+
+    for step in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
+        x_adv, score, grad = problem.evaluate(delta, gain)
+        if keep_best:
+            keep(x_adv, score)
         stuck = problem.stuck(x_adv, grad) if step == 0 else None
         delta = update(delta, grad, step)
         if stuck is not None and bool(stuck.any()):
             with torch.no_grad():
                 delta.copy_(torch.where(expand(stuck, x), problem.budget.random(x, problem.generator), delta))
+    if not keep_best:
+        return problem.budget.clip(x, delta.detach()), torch.full_like(best_score, torch.nan)
+    keep(*problem.score(delta))  # the last step's result: without this, the last gradient step is wasted
     return best_x, best_score

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # attack.* keys shared by every optimiser; each optimiser adds its own (optimizers.knobs()).
 SHARED_KEYS = (
     "name", "norm", "eps", "linf", "objective", "reference", "distance", "proxy", "restarts", "target_bpp",
-    "seed", "progress", "warmup_steps",
+    "seed", "progress", "warmup_steps", "select",
 )  # fmt: skip
 # Keys owned by evaluation or finetuning, not by the attack (read where they are used).
 OTHER_KEYS = ("target_image", "use", "members")
@@ -120,6 +120,7 @@ def build_attack(cfg: Mapping | None) -> Attack | AttackSuite | None:
         seed=cfg.get("seed", 0),
         progress=bool(get("progress", False)),
         warmup_steps=int(get("warmup_steps", 0)),
+        select=str(get("select", "best")),
     )
 
 
