@@ -1,4 +1,5 @@
-"""The one step loop every gradient attack shares: one surrogate forward and one backward per step."""
+"""The one step loop every gradient attack shares: one surrogate forward and one backward per step, plus
+one forward that scores the last step's result."""
 
 from __future__ import annotations
 
