@@ -89,3 +89,20 @@ def test_pretrained_weights_load_from_the_hub_cache(monkeypatch, tmp_path):
     loaded = load_pretrained_codec("bmshj2018-factorized", 1, "mse").eval()
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(loaded(x)["x_hat"], reference.eval()(x)["x_hat"])
+
+
+def test_codecs_import_after_compressai_eval_model():
+    """eval_model adds its -vbr models (no per-quality configs) to the zoo's dict at import: the registry
+    must skip them, whichever module a script imports first (bench/coding_vs_compressai.py does this)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import compressai.utils.eval_model.__main__\n"
+        "from robust_nic.codecs import CODECS, build_codec\n"
+        "assert 'bmshj2018-hyperprior' in CODECS.names() and not any('vbr' in n for n in CODECS.names())\n"
+        "build_codec('bmshj2018-hyperprior', 1, channels=[8, 8])\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

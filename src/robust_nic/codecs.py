@@ -63,9 +63,13 @@ def register_codec(name: str, configs: Mapping[int, tuple], urls: Mapping | None
     return decorate
 
 
-for _arch, _cls in zoo_image.model_architectures.items():
+for _arch, _cls in list(zoo_image.model_architectures.items()):
     # CompressAI 1.2.8 spells one name with _ in model_architectures and with - in cfgs
-    _configs = zoo_image.cfgs.get(_arch) or zoo_image.cfgs[_arch.replace("_", "-")]
+    _configs = zoo_image.cfgs.get(_arch) or zoo_image.cfgs.get(_arch.replace("_", "-"))
+    if not _configs:
+        # compressai.utils.eval_model adds its variable-rate (-vbr) models to this dict when imported: they
+        # have no per-quality configs, so they are not codecs of this project (skipped, whatever the import order).
+        continue
     register_codec(_arch, _configs, zoo_image.model_urls.get(_arch, {}))(_cls)
 
 
