@@ -64,8 +64,14 @@ def codec_overrides(args, checkpoint: str | Path | None) -> list[str]:
     return overrides + ([f"model.checkpoint={checkpoint}"] if checkpoint else [])
 
 
+def folder(name: str) -> str:
+    """A recipe's run folder: `fast@0.4/recon` nested inside `fast@0.4`'s, and `robust-nic bdrate`, which
+    collects runs under a folder, then counted both (session 6's BD-rate did)."""
+    return name.replace("/", "-")
+
+
 def finetune(args, name: str, overrides: list[str]) -> tuple[Path, float, float]:
-    run_dir = Path(args.work) / name
+    run_dir = Path(args.work) / folder(name)
     timer = StepTimer()
     batch = [f"data.batch_size={args.batch_size}"] if args.batch_size else []
     batch += [f"data.patch_size={args.patch_size}"] if args.patch_size else []
@@ -83,8 +89,9 @@ def finetune(args, name: str, overrides: list[str]) -> tuple[Path, float, float]
 def robustness(args, checkpoint: Path | None, name: str) -> dict:
     common = [*codec_overrides(args, checkpoint), f"device={args.device}", "save_images=false", f"max_images={args.max_images}"]
     attacked = evaluate(compose_config("evaluate", [*common, "attack=chen2023", "attack.eps=0.01", f"attack.steps={args.eval_steps}"]),
-                        Path(args.work) / f"eval_{name}")
-    noise = evaluate(compose_config("evaluate", [*common, "attack=noise", "attack.eps=0.01"]), Path(args.work) / f"noise_{name}")
+                        Path(args.work) / f"eval_{folder(name)}")
+    noise = evaluate(compose_config("evaluate", [*common, "attack=noise", "attack.eps=0.01"]),
+                     Path(args.work) / f"noise_{folder(name)}")
     return {
         "attacked_delta_psnr": attacked["test/adv/delta_psnr"],
         "noise_delta_psnr": noise["test/adv/delta_psnr"],
@@ -112,7 +119,7 @@ def main() -> None:
                         help="model.quality of the checkpoint (its lambda for finetuning); default: the model config's")
     parser.add_argument("--consistency", default="0,1",
                         help="train.consistency_weight of the cheap recipe; a list runs one cheap row per value")
-    parser.add_argument("--fast-ratio", default="0.5",
+    parser.add_argument("--fast-ratio", default="0.4",
                         help="train.adv_ratio of the fast recipe (one PGD step); a list runs one fast row per value")
     parser.add_argument("--fast-reference", default="source",
                         help="attack.reference of the fast recipe: source (its default) and/or recon (one more row each)")

@@ -146,7 +146,7 @@ def test_consistency_term_compares_real_reconstructions(small_codec):
 @pytest.mark.parametrize("experiment, name, proxy, steps, consistency, select, adv_ratio", [
     ("finetune_tiny", "chen2023", "skip", 10, 0.0, "best", 1.0),  # the paper's recipe, scaled down
     ("finetune_cheap", "pgd", "skip", 2, 3.0, "best", 1.0),  # few budget-sized PGD steps + consistency
-    ("finetune_fast", "pgd", "skip", 1, 0.0, "last", 0.5),  # one step on half of each batch (FGSM-RS)
+    ("finetune_fast", "pgd", "skip", 1, 0.0, "last", 0.4),  # one step on 40 % of each batch (FGSM-RS)
 ])
 def test_finetuning_recipes_compose_to_their_attacks(experiment, name, proxy, steps, consistency, select, adv_ratio):
     settings = resolve(compose_config("train", [f"experiment={experiment}", "model.checkpoint=x.ckpt"]))
