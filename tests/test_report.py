@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import compose_config
@@ -108,6 +109,8 @@ def test_bdrate_of_a_codec_needing_ten_percent_more_bits(tmp_path, capsys):
     cli_main(["bdrate", "--anchor", anchor, "--test", test, "--out", str(tmp_path / "bd.json")])
     printed = capsys.readouterr().out
     assert "BD-rate (psnr): +10.00 %" in printed
+    # Each side's points are printed with their runs, lowest rate first.
+    assert f"  test: 0.2200 bpp  27.000 dB  {Path(test).resolve() / 'q1'}" in printed
     result = json.loads((tmp_path / "bd.json").read_text())
     assert result["psnr"]["bd_rate_pct"] == pytest.approx(10.0, abs=1e-6)
     assert result["psnr"]["bd_quality_db"] < 0  # fewer dB at the same rate
@@ -120,6 +123,7 @@ def test_bdrate_of_a_codec_needing_ten_percent_more_bits(tmp_path, capsys):
     ("one point", "at least 2 qualities"),
     ("no overlap", "do not overlap"),
     ("other images", "different images"),
+    ("nested run", "2 evaluation runs of"),
 ])  # fmt: skip
 def test_bdrate_says_why_it_cannot_compare(tmp_path, capsys, case, expected):
     anchor = rd_family(tmp_path, "anchor", [(0.2, 27.0), (0.4, 30.0)])
@@ -127,6 +131,9 @@ def test_bdrate_says_why_it_cannot_compare(tmp_path, capsys, case, expected):
         test = rd_family(tmp_path, "robust", [(0.3, 28.0)])
     elif case == "no overlap":
         test = rd_family(tmp_path, "robust", [(2.0, 40.0), (3.0, 44.0)])
+    elif case == "nested run":  # another recipe's run kept inside q1's folder (session 6's BD-rate counted one)
+        test = rd_family(tmp_path, "robust", [(0.25, 27.5), (0.45, 30.5)])
+        fake_run(tmp_path / "robust" / "q1" / "recon", ["model.quality=1"], CLEAN | {"test/clean/bpp": 0.3})
     else:
         test = str(tmp_path / "robust")
         for quality, (bpp, psnr) in enumerate([(0.2, 27.0), (0.4, 30.0)], start=1):

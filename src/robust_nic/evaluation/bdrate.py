@@ -44,6 +44,18 @@ def evaluation_runs(paths: list[str], side: str) -> list[Run]:
             f"--{side} needs evaluation runs of at least 2 qualities (one rate-distortion point each), "
             f"found {len(runs)} in {paths}; evaluate the codec at more qualities (python evaluate.py -m model.quality=...)"
         )
+    by_quality: dict[tuple, list[Run]] = {}
+    for run in runs:
+        by_quality.setdefault((run.model.get("arch"), run.model.get("quality")), []).append(run)
+    for (arch, quality), same in by_quality.items():
+        if len(same) > 1:
+            # One point per quality: a second run (e.g. another recipe's run kept in a folder inside this
+            # one) would silently bend the curve.
+            raise BDRateError(
+                f"--{side} has {len(same)} evaluation runs of {arch} at model.quality={quality}: "
+                f"{sorted(str(r.path) for r in same)}; a curve takes one run per quality: move other runs (another "
+                "recipe, a re-run) out of the folders you pass, since every run inside a folder counts, nested ones too"
+            )
     bpps = [r.metrics[clean_key("bpp")] for r in runs]
     if len(set(bpps)) < len(bpps):
         raise BDRateError(f"--{side} has runs with the same bpp (the same codec twice?): {sorted(bpps)}")
@@ -57,7 +69,11 @@ def bd_rate(anchor_paths: list[str], test_paths: list[str]) -> dict:
     if len(images) > 1:
         raise BDRateError(f"the runs were evaluated on different images ({sorted(map(str, images))}); "
                           "compare runs of the same data and max_images")  # fmt: skip
-    result = {"anchor": [str(r.path) for r in anchor], "test": [str(r.path) for r in test]}
+    result = {"anchor": [str(r.path) for r in anchor], "test": [str(r.path) for r in test], "points": {
+        side: sorted(({"path": str(r.path), "bpp": float(r.metrics[clean_key("bpp")]),
+                       "psnr": float(r.metrics.get(clean_key("psnr"), math.nan))} for r in runs), key=lambda p: p["bpp"])
+        for side, runs in (("anchor", anchor), ("test", test))
+    }}  # fmt: skip
     for quality in QUALITIES:
         try:
             result[quality] = bd_between(anchor, test, quality)
