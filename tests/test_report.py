@@ -123,7 +123,7 @@ def test_bdrate_of_a_codec_needing_ten_percent_more_bits(tmp_path, capsys):
     ("one point", "at least 2 qualities"),
     ("no overlap", "do not overlap"),
     ("other images", "different images"),
-    ("nested run", "2 evaluation runs of"),
+    ("nested run", "lies inside run"),
 ])  # fmt: skip
 def test_bdrate_says_why_it_cannot_compare(tmp_path, capsys, case, expected):
     anchor = rd_family(tmp_path, "anchor", [(0.2, 27.0), (0.4, 30.0)])

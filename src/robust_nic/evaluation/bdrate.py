@@ -44,17 +44,14 @@ def evaluation_runs(paths: list[str], side: str) -> list[Run]:
             f"--{side} needs evaluation runs of at least 2 qualities (one rate-distortion point each), "
             f"found {len(runs)} in {paths}; evaluate the codec at more qualities (python evaluate.py -m model.quality=...)"
         )
-    by_quality: dict[tuple, list[Run]] = {}
     for run in runs:
-        by_quality.setdefault((run.model.get("arch"), run.model.get("quality")), []).append(run)
-    for (arch, quality), same in by_quality.items():
-        if len(same) > 1:
-            # One point per quality: a second run (e.g. another recipe's run kept in a folder inside this
-            # one) would silently bend the curve.
+        outer = [other for other in runs if other is not run and other.path.resolve() in run.path.resolve().parents]
+        if outer:
+            # A folder counts every run inside it: another recipe's run kept inside this one's folder would
+            # silently bend the curve (session 6's BD-rate counted one).
             raise BDRateError(
-                f"--{side} has {len(same)} evaluation runs of {arch} at model.quality={quality}: "
-                f"{sorted(str(r.path) for r in same)}; a curve takes one run per quality: move other runs (another "
-                "recipe, a re-run) out of the folders you pass, since every run inside a folder counts, nested ones too"
+                f"--{side}: run {run.path} lies inside run {outer[0].path}; a folder given to bdrate counts every "
+                "run inside it, nested ones too, so move the inner run out of that folder"
             )
     bpps = [r.metrics[clean_key("bpp")] for r in runs]
     if len(set(bpps)) < len(bpps):
