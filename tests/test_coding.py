@@ -215,3 +215,20 @@ def test_bpp_est_equals_the_full_forward_estimate_without_a_second_synthesis():
         coded = code(codec, x)
         assert torch.equal(coded.bpp_est, expected), (arch, coded.bpp_est, expected)
         assert calls == {"g_a": 1, "g_s": 1}, (arch, calls)
+
+
+def test_context_model_codecs_are_coded_from_a_contiguous_tensor():
+    """read_image gives a channels-last view; mbt2018's per-latent-pixel loops ran 5 % slower on it
+    (bench/results/coding_vs_compressai_cpu.txt), so code() hands context models the standard layout and
+    leaves the others' (whose big transforms ran faster channels-last) as it is."""
+    from robust_nic.codecs import build_codec
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 64, 64, 3).permute(0, 3, 1, 2)  # the layout read_image(path)[None] has
+    seen = {}
+    for arch in ("mbt2018", "mbt2018-mean"):
+        codec = build_codec(arch, 1, channels=[8, 8]).eval()
+        record = seen.setdefault(arch, [])
+        codec.g_a.register_forward_pre_hook(lambda m, args, record=record: record.append(args[0].is_contiguous()) or None)
+        code(codec, x)
+    assert seen["mbt2018"] and all(seen["mbt2018"]) and not any(seen["mbt2018-mean"])
