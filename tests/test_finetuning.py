@@ -36,7 +36,7 @@ def test_inner_attack_leaves_no_gradient_or_mode_change(small_codec):
     small_codec.eval()
 
 
-@pytest.mark.parametrize("ratio, expected", [(0.0, 0), (0.5, 2), (0.75, 3), (1.0, 4)])
+@pytest.mark.parametrize("ratio, expected", [(0.0, 0), (0.1, 1), (0.5, 2), (0.75, 3), (1.0, 4)])  # 0.1: at least one
 def test_adv_ratio_mixes_as_configured(small_codec, ratio, expected):
     module, _ = module_for(small_codec, f"train.adv_ratio={ratio}", "train.adv_target=source")
     x = torch.rand(4, 3, 64, 64)

@@ -138,8 +138,10 @@ class CodecModule(L.LightningModule):
     # ---- training -------------------------------------------------------------------------------
 
     def adversarial_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Inputs and targets with the first round(adv_ratio * B) images replaced by adversarial ones."""
-        count = round(float(self.adversarial.adv_ratio) * x.shape[0])
+        """Inputs and targets with the first round(adv_ratio * B) images (at least one) replaced by adversarial ones."""
+        ratio = float(self.adversarial.adv_ratio)
+        # A positive ratio attacks at least one image: round(0.4 * 1) = 0 would silently finetune plainly.
+        count = max(1, round(ratio * x.shape[0])) if ratio > 0 else 0
         if self.attack is None or count == 0:
             return x, x, 0
         # The attack ramps eps up over attack.warmup_steps batches (the paper's schedule); random starts
