@@ -115,7 +115,7 @@ def print_bd_rate(anchor: list[str], test: list[str], out: str | None) -> None:
     except (BDRateError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    for side in ("anchor", "test"):  # the points used, so that a stray or missing run shows (errors name them)
+    for side in ("anchor", "test"):  # the points used, with their runs: a stray or missing run shows
         for point in result["points"][side]:
             print(f"{side:>6}: {point['bpp']:.4f} bpp  {point['psnr']:.3f} dB  {point['path']}")
     for quality in ("psnr", "ms-ssim"):

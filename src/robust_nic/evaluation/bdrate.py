@@ -59,6 +59,13 @@ def evaluation_runs(paths: list[str], side: str) -> list[Run]:
     return runs
 
 
+def run_points(runs: list[Run]) -> list[dict]:
+    """Each run's clean (bpp, PSNR) with its path, lowest rate first: what the curve is made of."""
+    points = [{"path": str(r.path), "bpp": float(r.metrics[clean_key("bpp")]),
+               "psnr": float(r.metrics.get(clean_key("psnr"), math.nan))} for r in runs]  # fmt: skip
+    return sorted(points, key=lambda p: p["bpp"])
+
+
 def bd_rate(anchor_paths: list[str], test_paths: list[str]) -> dict:
     """BD-rate (%) and BD-quality (dB) of the test runs against the anchor runs, per quality metric."""
     anchor, test = evaluation_runs(anchor_paths, "anchor"), evaluation_runs(test_paths, "test")
@@ -66,11 +73,11 @@ def bd_rate(anchor_paths: list[str], test_paths: list[str]) -> dict:
     if len(images) > 1:
         raise BDRateError(f"the runs were evaluated on different images ({sorted(map(str, images))}); "
                           "compare runs of the same data and max_images")  # fmt: skip
-    result = {"anchor": [str(r.path) for r in anchor], "test": [str(r.path) for r in test], "points": {
-        side: sorted(({"path": str(r.path), "bpp": float(r.metrics[clean_key("bpp")]),
-                       "psnr": float(r.metrics.get(clean_key("psnr"), math.nan))} for r in runs), key=lambda p: p["bpp"])
-        for side, runs in (("anchor", anchor), ("test", test))
-    }}  # fmt: skip
+    result = {
+        "anchor": [str(r.path) for r in anchor],
+        "test": [str(r.path) for r in test],
+        "points": {"anchor": run_points(anchor), "test": run_points(test)},
+    }
     for quality in QUALITIES:
         try:
             result[quality] = bd_between(anchor, test, quality)
