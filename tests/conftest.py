@@ -27,7 +27,6 @@ FAST = [
     "data=folder",
     "data.patch_size=64",
     "data.batch_size=4",
-    "data.epoch_size=64",
     "data.num_workers=0",
     "trainer.max_steps=4",
     "trainer.val_check_interval=2",

@@ -98,7 +98,7 @@ def test_kodak_uses_files_already_present(monkeypatch, tmp_path):
 
 
 def test_datamodule_crops_and_whole_images(photo_dir):
-    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 64, "batch_size": 3, "epoch_size": 6})
+    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 64, "batch_size": 3})
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (3, 3, 64, 64)

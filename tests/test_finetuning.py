@@ -65,7 +65,7 @@ def test_attack_eps_alone_selects_the_papers_recipe_and_none_with_eps_is_an_erro
 def test_design_card_command_runs_a_finetuning_step(tmp_path, photo_dir):
     cfg = compose_config("train", [
         "model=cheng2020", "attack.eps=0.01", "model.pretrained=false", "model.quality=1",
-        f"data.root={photo_dir}", "data=folder", "data.patch_size=64", "data.batch_size=2", "data.epoch_size=4",
+        f"data.root={photo_dir}", "data=folder", "data.patch_size=64", "data.batch_size=2",
         "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1",
         "trainer.enable_progress_bar=false", "attack.steps=2", "trainer.accelerator=cpu",
     ])

@@ -159,22 +159,37 @@ def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
     assert not set(shards[0]) & set(shards[1]), "the two ranks trained on identical crops"
 
 
-def test_crop_streams_are_per_rank_and_reproducible(photo_dir):
-    from robust_nic.data import ImageFiles, RandomCrops
+def test_crop_batches_depend_only_on_seed_rank_and_batch_index(photo_dir):
+    from robust_nic.data import CropBatches, ImageFiles
 
     images = ImageFiles(split_files({"name": "folder", "root": str(photo_dir)})["train"])
 
-    def crops(seed, rank):
-        dataset = RandomCrops(images, 64, 8, seed=seed, rank=rank)
-        return torch.stack([dataset[i % 2] for i in range(8)])  # the same two images, drawn 4 times each
+    def batches(seed=0, rank=0, first=0, count=3):
+        stream = iter(CropBatches(images, 64, 4, seed=seed, rank=rank, first_batch=first))
+        return [next(stream) for _ in range(count)]
 
     torch.manual_seed(0)  # the global RNG plays no part
-    first = crops(seed=0, rank=0)
-    assert torch.equal(first, crops(seed=0, rank=0))
-    assert not torch.equal(first[:2], first[2:4])  # a stream moves on: a new crop on the next visit
-    other_rank = crops(seed=0, rank=1)
-    assert all(not torch.equal(a, b) for a, b in zip(first, other_rank, strict=True))
-    assert not torch.equal(first, crops(seed=1, rank=0))
+    first = batches()
+    assert all(b.shape == (4, 3, 64, 64) for b in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, batches(), strict=True))
+    assert not torch.equal(first[0], first[1])  # every batch is new
+    # A run resumed at batch 1 sees exactly batches 1 and 2 of the uninterrupted run.
+    assert all(torch.equal(a, b) for a, b in zip(first[1:], batches(first=1, count=2), strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first, batches(rank=1), strict=True))
+    assert not torch.equal(first[0], batches(seed=1)[0])
+
+
+def test_loader_workers_keep_the_batch_order(photo_dir):
+    """With two loader workers the loader still returns batch 0, 1, 2, ... of the stream."""
+    from torch.utils.data import DataLoader
+
+    from robust_nic.data import CropBatches, ImageFiles
+
+    images = ImageFiles(split_files({"name": "folder", "root": str(photo_dir)})["train"])
+    dataset = CropBatches(images, 64, 2, seed=3, first_batch=5)
+    loader = iter(DataLoader(dataset, batch_size=None, num_workers=2))
+    got = [next(loader) for _ in range(4)]
+    assert all(torch.equal(g, dataset.batch(5 + i)) for i, g in enumerate(got))
 
 
 @pytest.mark.parametrize("override, message", [("model=cheng2020", "allowed qualities"), ("data.root=/nonexistent", "does not exist")])
@@ -189,24 +204,10 @@ def test_cli_errors_exit_nonzero_with_a_message(tmp_path, override, message):
 
 def test_ms_ssim_loss_trains_and_validates(tmp_path):
     cfg = compose_config("train", ["loss=ms_ssim", "model.channels=[16,24]", "data.patch_size=192", "data.batch_size=2",
-                                   "data.epoch_size=4", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                                   "trainer.max_steps=2", "trainer.val_check_interval=2",
                                    "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"])
     results = train(cfg, tmp_path)
     assert results["train/ms_ssim_loss"] > 0 and results["val/rd_loss"] > 0 and 0 < results["val/ms_ssim"] < 1
-
-
-def test_a_resumed_run_draws_new_crops(photo_dir):
-    """Resuming at batch N must not replay the crops of batches 0, 1, ... (same seed and rank)."""
-    from robust_nic.data import ImageFiles, RandomCrops
-
-    images = ImageFiles(split_files({"name": "folder", "root": str(photo_dir)})["train"])
-    fresh = RandomCrops(images, 64, 8, seed=0, rank=0)
-    resumed = RandomCrops(images, 64, 8, seed=0, rank=0, first_batch=70)
-    again = RandomCrops(images, 64, 8, seed=0, rank=0, first_batch=70)
-    first = torch.stack([fresh[i % 2] for i in range(8)])
-    later = torch.stack([resumed[i % 2] for i in range(8)])
-    assert not torch.equal(first, later)
-    assert torch.equal(later, torch.stack([again[i % 2] for i in range(8)]))  # still reproducible
 
 
 def test_trainer_logger_and_callbacks_come_from_config(tmp_path, photo_dir):

@@ -29,6 +29,7 @@ def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int |
     """Run job() as the only job writing into run_dir (a lock file there), with `threads` CPU threads
     (null: OMP_NUM_THREADS, else all cores); a configuration or input mistake, or a run_dir in use by
     another job, exits with status 2 and a message saying what to do."""
+    from robust_nic.resume import TrainingStopped
     from robust_nic.run_dir import hold_run_dir
     from robust_nic.threads import configure_threads
 
@@ -40,11 +41,26 @@ def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int |
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except TrainingStopped as stopped:
+        log.warning("%s", stopped)
+        print(f"stopped: {stopped}", file=sys.stderr)
+        end_as_signalled(stopped.signal_name)
     except KeyboardInterrupt:
         # Training prints how to continue (resume.SaveOnInterrupt); an evaluation kept its finished rows.
         where = f" in {run_dir}" if run_dir else ""
         print(f"interrupted (Ctrl-C): what finished is kept{where}", file=sys.stderr)
         sys.exit(130)
+
+
+def end_as_signalled(name: str) -> None:
+    """After saving, end as the signal would have ended the process: its handler from before training
+    runs (a cluster launcher's requeue, e.g. submitit's on SIGUSR2), or the default action (exit 128+N)."""
+    import signal
+
+    signum = signal.Signals[name]
+    if signum != signal.SIGINT:
+        signal.raise_signal(signum)
+    sys.exit(128 + int(signum))
 
 
 def main(argv: list[str] | None = None) -> None:

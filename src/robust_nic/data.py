@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from robust_nic.images import (
     MAX_DECODE_PIXELS,
@@ -175,19 +175,29 @@ class ImageFiles(Dataset):
         return image
 
 
-class RandomCrops(Dataset):
-    """`length` random patch_size crops drawn from the images (a fixed-size epoch for tiny sets).
+def stream_seed(seed: int, rank: int, batch_index: int, stream: int = 0) -> int:
+    """The seed of one random stream of one training batch: a function of (seed, rank, batch index,
+    stream) alone, so a run resumed at any batch draws exactly what the uninterrupted run drew there."""
+    key = [int(seed), int(rank), int(batch_index), int(stream)]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
-    Crop positions come from a stream of their own per (seed, rank, loader worker), not from the global
-    RNG: every DDP rank seeds the global RNG alike, so crops repeated across ranks. Each stream continues
-    across epochs (the train loader keeps its workers), so a run with the same seed and world size draws
-    the same crops. A resumed run passes the batch it resumes at (`first_batch`), so it does not replay
-    the crops of batches 0, 1, ... again.
+
+def batch_generator(seed: int, rank: int, batch_index: int) -> torch.Generator:
+    """The crop stream of one training batch (stream 0)."""
+    return torch.Generator().manual_seed(stream_seed(seed, rank, batch_index))
+
+
+class CropBatches(IterableDataset):
+    """An endless stream of training batches, batch k being `batch_size` random patch_size crops drawn
+    with batch_generator(seed, rank, k): the images and crop positions depend only on (seed, rank, k).
+
+    A resumed run starts the stream at the batch it resumes at (`first_batch`), so it sees exactly the
+    batches the uninterrupted run saw from there; DDP ranks draw different crops. With loader workers,
+    worker w makes batches w, w + W, ... and the loader returns them in order.
     """
 
-    def __init__(
-        self, images: ImageFiles, patch_size: int, length: int, seed: int = 0, rank: int = 0, first_batch: int = 0
-    ):
+    def __init__(self, images: ImageFiles, patch_size: int, batch_size: int, seed: int = 0, rank: int = 0,
+                 first_batch: int = 0):  # fmt: skip
         if patch_size <= 0 or patch_size % 64:
             raise ImageError(f"data.patch_size={patch_size} must be a positive multiple of 64 (the codecs' stride)")
         big_enough = []
@@ -203,35 +213,39 @@ class RandomCrops(Dataset):
                 )
         if not big_enough:
             raise ImageError(f"no training image is at least data.patch_size={patch_size} px; lower data.patch_size")
-        self.images, self.indices, self.patch_size, self.length = images, big_enough, patch_size, length
-        self.seed, self.rank, self.first_batch = int(seed), int(rank), int(first_batch)
-        self._generator: torch.Generator | None = None  # made in the process that draws (main or worker)
+        self.images, self.indices, self.patch_size = images, big_enough, int(patch_size)
+        self.batch_size, self.seed, self.rank, self.first_batch = int(batch_size), int(seed), int(rank), int(first_batch)
 
-    def __len__(self) -> int:
-        return self.length
+    def batch(self, batch_index: int) -> torch.Tensor:
+        """Training batch number `batch_index` (counted from the start of training)."""
+        generator = batch_generator(self.seed, self.rank, batch_index)
+        picks = torch.randint(0, len(self.indices), (self.batch_size,), generator=generator).tolist()
+        crops = []
+        for pick in picks:
+            image = self.images[self.indices[pick]]
+            height, width = image.shape[-2:]
+            top = torch.randint(0, height - self.patch_size + 1, (), generator=generator).item()
+            left = torch.randint(0, width - self.patch_size + 1, (), generator=generator).item()
+            crops.append(image[:, top : top + self.patch_size, left : left + self.patch_size])
+        return torch.stack(crops)
 
-    def crop_generator(self) -> torch.Generator:
-        if self._generator is None:
-            worker = get_worker_info()
-            key = [self.seed, self.rank, worker.id if worker is not None else 0, self.first_batch]
-            self._generator = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        return self._generator
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        image = self.images[self.indices[index % len(self.indices)]]
-        height, width = image.shape[-2:]
-        generator = self.crop_generator()
-        top = torch.randint(0, height - self.patch_size + 1, (), generator=generator).item()
-        left = torch.randint(0, width - self.patch_size + 1, (), generator=generator).item()
-        return image[:, top : top + self.patch_size, left : left + self.patch_size]
+    def __iter__(self):
+        worker = get_worker_info()
+        offset, stride = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        index = self.first_batch + offset
+        while True:
+            yield self.batch(index)
+            index += stride
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Random crops for training; whole images (batch 1, any size) for validation and test."""
+    """An endless stream of random-crop batches for training (trainer.max_steps ends it); whole images
+    (batch 1, any size) for validation and test."""
 
-    def __init__(self, cfg: Mapping, first_batch: int = 0):
+    def __init__(self, cfg: Mapping, first_batch: int = 0, seed: int = 0):
         super().__init__()
         self.cfg = dict(cfg)
+        self.seed = int(seed)
         self.first_batch = int(first_batch)  # a resumed run's first batch: new crops, not batch 0's again
         self.files: dict[str, list[Path]] | None = None
 
@@ -239,12 +253,12 @@ class ImageDataModule(L.LightningDataModule):
         if self.files is None:
             self.files = split_files(self.cfg)
         max_pixels = whole_image_limit(self.cfg)
-        self.train_set = RandomCrops(
+        self.train_set = CropBatches(
             ImageFiles(self.files["train"], max_pixels=MAX_DECODE_PIXELS),  # only crops are coded
             int(self.cfg["patch_size"]),
-            int(self.cfg.get("epoch_size") or 1000),
+            int(self.cfg["batch_size"]),
+            seed=self.seed,
             # seed_everything seeds every rank alike: the rank makes the crop streams differ.
-            seed=torch.initial_seed(),
             rank=self.trainer.global_rank if self.trainer is not None else 0,
             first_batch=self.first_batch,
         ) if stage in (None, "fit") else None
@@ -252,23 +266,21 @@ class ImageDataModule(L.LightningDataModule):
         self.val_set = ImageFiles(self.files["val"][:limit] if limit else self.files["val"], max_pixels=max_pixels)
         self.test_set = ImageFiles(self.files["test"], max_pixels=max_pixels)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int | None) -> DataLoader:
         workers = int(self.cfg.get("num_workers") or 0)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=workers,
-            persistent_workers=workers > 0,  # also keeps RandomCrops' crop streams going across epochs
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
-            drop_last=shuffle,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, int(self.cfg["batch_size"]), shuffle=True)
+        return self._loader(self.train_set, None)  # CropBatches yields whole batches
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, 1, shuffle=False)
+        return self._loader(self.val_set, 1)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, 1, shuffle=False)
+        return self._loader(self.test_set, 1)

@@ -12,10 +12,14 @@ from compressai.models import CompressionModel
 
 from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
+from robust_nic.data import stream_seed
 from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, code_or_nan
 from robust_nic.losses import RateDistortionLoss
 from robust_nic.reconstruction import reconstruct
 from robust_nic.resume import STEPS_PER_BATCH
+
+# Random streams keyed with (seed, rank, batch index): batch crops use 0 (data.CropBatches).
+TRAIN_STREAM, VALIDATION_STREAM = 1, 2
 
 
 def split_parameters(codec: CompressionModel, entropy_lr_mult: float = 1.0) -> tuple[list[dict], list]:
@@ -81,6 +85,7 @@ class CodecModule(L.LightningModule):
         attack=None,
         val_attack=None,
         record: Mapping | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         self.automatic_optimization = False  # two optimizers (network, aux)
@@ -95,6 +100,7 @@ class CodecModule(L.LightningModule):
         self.val_attack = val_attack or attack
         self.max_batches = int(max_batches)
         self.consistency_lmbda = float(consistency_lmbda)
+        self.seed = int(seed)
 
     @classmethod
     def from_settings(cls, codec: CompressionModel, settings: Mapping, attack=None, val_attack=None) -> CodecModule:
@@ -113,6 +119,7 @@ class CodecModule(L.LightningModule):
             attack=attack,
             val_attack=val_attack,
             record=settings,
+            seed=int(settings.get("seed", 0)),
         )
 
     def configure_optimizers(self):
@@ -179,9 +186,15 @@ class CodecModule(L.LightningModule):
             clean = reconstruct(self.codec, clean_inputs, "ste")
         return reconstruct(self.codec, inputs, "ste"), clean
 
+    def seed_global_rng(self, stream: int) -> None:
+        """Seed every random draw that follows (the noise proxy, attack random starts without attack.seed)
+        from (seed, rank, batch index): a resumed run draws exactly what the uninterrupted one drew."""
+        torch.manual_seed(stream_seed(self.seed, self.global_rank, self.global_step, stream))
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer, aux_optimizer = self.optimizers()
         batch_index = self.global_step  # before the optimizer steps advance it: the eps this batch used
+        self.seed_global_rng(TRAIN_STREAM)
         inputs, targets, adv_count = self.adversarial_batch(batch)
         losses = self.rd_and_consistency(batch, inputs, targets, adv_count)
         aux_loss = self.codec.aux_loss()
@@ -207,6 +220,7 @@ class CodecModule(L.LightningModule):
     # ---- validation: real entropy coding on whole images -----------------------------------------
 
     def on_validation_epoch_start(self) -> None:
+        self.seed_global_rng(VALIDATION_STREAM)
         self.codec.update(force=True)  # on every rank, so CDF buffers stay identical across ranks
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

@@ -117,6 +117,17 @@ def resume_command(run_dir: Path, overrides: list[str] | None) -> str:
     return shlex.join(["python", script, *kept, f"hydra.run.dir={run_dir}"])
 
 
+class TrainingStopped(Exception):
+    """Training saved a checkpoint and stopped on a signal (preemption, Ctrl-C) before trainer.max_steps."""
+
+    def __init__(self, signal_name: str, checkpoint: Path, batches: int, command: str):
+        self.signal_name, self.checkpoint, self.batches, self.command = signal_name, checkpoint, batches, command
+        super().__init__(
+            f"{signal_name}: training stopped after {batches} batches; {checkpoint} holds them. "
+            f"To continue (a requeued job does the same), run:\n  {command}"
+        )
+
+
 class SaveOnInterrupt(Callback):
     """On Ctrl-C or a crash, save checkpoints/interrupted.ckpt, but only when it holds more training than
     the checkpoints already there (Lightning's OnExceptionCheckpoint also saved untrained step-0 files,

@@ -9,17 +9,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.attacks.factory import variant as attack_variant
+from robust_nic.checkpoints import LastCheckpoint
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule
 from robust_nic.module import CodecModule
-from robust_nic.resume import ResumePoint, resume_point
+from robust_nic.resume import ResumePoint, TrainingStopped, resume_command, resume_point
 from robust_nic.run_dir import check_writable
 from robust_nic.trackers import build_logger, logger_dir
 
@@ -31,27 +30,12 @@ warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and i
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
-class FiniteModelCheckpoint(ModelCheckpoint):
-    """Keeps the best checkpoint by the monitored value, never by a NaN/inf one.
-
-    Lightning ranks NaN as the worst value, yet still saves it while fewer than save_top_k checkpoints
-    exist: with every validation NaN, the "best" checkpoint would be a broken model.
-    """
-
-    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
-        value = monitor_candidates.get(self.monitor) if self.monitor else None
-        if value is not None and not torch.isfinite(torch.as_tensor(value)).all():
-            log.warning("%s is %s at step %d: not a candidate for the best checkpoint", self.monitor,
-                        float(value), trainer.global_step)  # fmt: skip
-            return
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
-
-
 def build_callbacks(cfg: Mapping, run_dir: Path, monitor: str, overrides, progress_bar: bool) -> list:
     """The `callbacks` group, each instantiated with its run-time arguments (the progress bar only when
     trainer.enable_progress_bar: Lightning refuses one otherwise)."""
     runtime = {
         "model_checkpoint": {"dirpath": run_dir / "checkpoints", "monitor": monitor},
+        "last_checkpoint": {"dirpath": run_dir / "checkpoints"},
         "save_on_interrupt": {"run_dir": run_dir, "overrides": overrides},
     }
     callbacks = []
@@ -90,7 +74,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
         return already_trained(run_dir, start, max_batches)
     if start is not None:
         log.info("resuming from %s at batch %d", start.path, start.batches)
-    L.seed_everything(int(settings.get("seed", 0)), workers=True, verbose=False)
+    seed = int(settings.get("seed", 0))
+    L.seed_everything(seed, workers=True, verbose=False)
     attack = build_attack(settings.get("attack"))
     # Validation always keeps each image's strongest iterate, whatever the training attack returns.
     val_overrides = {"select": "best"} | {
@@ -99,7 +84,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     val_attack = build_attack(attack_variant(settings["attack"], val_overrides)) if attack else None
     codec = codec_from_settings(settings["model"])
     module = CodecModule.from_settings(codec, settings, attack=attack, val_attack=val_attack)
-    datamodule = ImageDataModule(settings["data"], first_batch=start.batches if start else 0)
+    datamodule = ImageDataModule(settings["data"], first_batch=start.batches if start else 0, seed=seed)
     monitor = "val/adv/delta_psnr" if attack is not None else "val/rd_loss"
     logger = build_logger(settings["logger"], run_dir, run_config=settings)
     trainer = build_trainer(settings, run_dir, logger, monitor, extra_callbacks, overrides)
@@ -115,6 +100,10 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
         "best_checkpoint": str(callback.best_model_path) if callback else None,
         "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
     }
+    stopped = next((c.stop_signal for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.stop_signal), None)
+    if stopped and module.global_step < max_batches:
+        raise TrainingStopped(stopped, run_dir / "checkpoints" / "last.ckpt", module.global_step,
+                              resume_command(run_dir, overrides))  # fmt: skip
     if trainer.is_global_zero:
         write_json(results_file, run_dir / "train_metrics.json")
     return results

@@ -1,0 +1,165 @@
+"""The checkpoints a training run writes: `last.ckpt` is always the latest model, a kill costs at most
+`checkpoint.every_minutes` of training, and a preemption signal saves and stops at a batch boundary."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+# Ctrl-C, Slurm's preemption and requeue signals (--signal=USR1@90; submitit uses USR2), kill's default.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+
+
+def save_atomically(trainer, path: Path) -> None:
+    """trainer.save_checkpoint into a temporary file renamed over `path`: a kill mid-write leaves the
+    previous file whole. Collective under DDP (every rank calls it; rank 0 writes)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    trainer.save_checkpoint(partial)
+    if trainer.is_global_zero:
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+
+
+class FiniteModelCheckpoint(ModelCheckpoint):
+    """best-{step}.ckpt by the monitored value, never by a NaN/inf one, written atomically.
+
+    Lightning ranks NaN as the worst value, yet still saves it while fewer than save_top_k checkpoints
+    exist: with every validation NaN, the "best" checkpoint would be a broken model.
+    """
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
+        value = monitor_candidates.get(self.monitor) if self.monitor else None
+        if value is not None and not torch.isfinite(torch.as_tensor(value)).all():
+            log.warning("%s is %s at step %d: not a candidate for the best checkpoint", self.monitor,
+                        float(value), trainer.global_step)  # fmt: skip
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        save_atomically(trainer, Path(filepath))
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        for logger in trainer.loggers:
+            logger.after_save_checkpoint(self)
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps `dirpath/last.ckpt` the latest model whatever the monitored metric did.
+
+    Written after every validation (after the best-* callback, so its state is current), at the end of
+    training, every `every_minutes` of training at a batch boundary, and when a stop signal (Ctrl-C,
+    SIGTERM, SIGUSR1/2) arrives: then training stops after the batch in progress and `stop_signal` names
+    the signal. A second Ctrl-C interrupts at once. Lightning's own `last` (since 2.6 written only
+    with a new best) plays no part.
+
+    Every checkpoint sits at a batch boundary after that batch's validation, so a resumed run repeats
+    no work and skips none.
+    """
+
+    def __init__(self, dirpath: str | Path, every_minutes: float | None = 10.0):
+        self.dirpath = Path(dirpath)
+        self.every_minutes = None if every_minutes is None else float(every_minutes)
+        if self.every_minutes is not None and self.every_minutes < 0:
+            raise ValueError(f"checkpoint.every_minutes={every_minutes} must be >= 0 (0: every batch) or null")
+        self.stop_signal: str | None = None
+        self._saved_at: float = time.monotonic()
+        self._saved_step: int = -1
+        self._previous_handlers: dict[int, object] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / LAST
+
+    # ---- signals: note them, act at the next batch boundary ---------------------------------------
+
+    def _on_signal(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and self.stop_signal == "SIGINT":
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        if self.stop_signal is None:
+            log.warning("%s received: saving a checkpoint after the batch in progress, then stopping", name)
+        self.stop_signal = self.stop_signal or name
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Installed here, after Lightning registered its own (it would raise SIGTERMException mid-loop).
+        self._saved_at = time.monotonic()
+        if trainer.global_step > 0:
+            self._saved_step = trainer.global_step  # resumed from a checkpoint of this step
+        for name in STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is None:
+                continue
+            try:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread (e.g. a spawned DDP worker's helper thread)
+                pass
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    # ---- when to save ----------------------------------------------------------------------------
+
+    def _time_is_up(self) -> bool:
+        if self.every_minutes is None:
+            return False
+        return time.monotonic() - self._saved_at >= self.every_minutes * 60
+
+    def _agreed(self, trainer, *flags: bool) -> list[bool]:
+        """One decision for every DDP rank (clocks and signals differ between ranks): each flag is true
+        when it is on any rank. One collective call per batch."""
+        if trainer.world_size <= 1:
+            return list(flags)
+        local = torch.tensor([float(f) for f in flags], device=trainer.strategy.root_device)
+        return [bool(v > 0) for v in trainer.strategy.reduce(local, reduce_op="sum")]
+
+    @staticmethod
+    def _validates_now(trainer) -> bool:
+        """Whether Lightning validates right after this batch (then the save waits for its end)."""
+        interval = trainer.val_check_batch
+        if not isinstance(interval, int) or trainer.limit_val_batches == 0:
+            return False
+        return trainer.global_step % interval == 0
+
+    def save(self, trainer) -> None:
+        if trainer.global_step == self._saved_step or trainer.sanity_checking:
+            return
+        save_atomically(trainer, self.path)
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
+
+    def _stop_if_signalled(self, trainer) -> None:
+        if self.stop_signal is not None:
+            trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        signalled, time_is_up = self._agreed(trainer, self.stop_signal is not None, self._time_is_up())
+        if signalled and self.stop_signal is None:
+            self.stop_signal = "SIGTERM"  # another rank was signalled
+        if not (signalled or time_is_up) or self._validates_now(trainer):
+            return  # a validation follows this batch: saved at its end, with its results
+        self.save(trainer)
+        self._stop_if_signalled(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self.save(trainer)
+        self._stop_if_signalled(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
+
+    def state_dict(self) -> dict:
+        return {}
