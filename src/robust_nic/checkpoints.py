@@ -19,16 +19,34 @@ LAST = "last.ckpt"
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
 
 
-def save_atomically(trainer, path: Path) -> None:
-    """trainer.save_checkpoint into a temporary file renamed over `path`: a kill mid-write leaves the
-    previous file whole. Collective under DDP (every rank calls it; rank 0 writes)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
+def write_partial(trainer, path: Path) -> Path:
+    """trainer.save_checkpoint into `path`.partial, flushed to disk. Collective under DDP (every rank
+    calls it; rank 0 writes)."""
+    partial = Path(path).with_name(Path(path).name + ".partial")
     trainer.save_checkpoint(partial)
     if trainer.is_global_zero:
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())
+    return partial
+
+
+def publish(trainer, partial: Path, path: Path) -> None:
+    """Rename a written checkpoint over `path`: a kill at any moment leaves a whole file there."""
+    if trainer.is_global_zero:
         os.replace(partial, path)
+
+
+def save_atomically(trainer, path: Path) -> None:
+    publish(trainer, write_partial(trainer, path), Path(path))
+
+
+class StopRequested(Exception):
+    """Raised at a batch boundary after a stop signal's checkpoint is saved: ends fit() at once (a
+    `should_stop` would first run an extra validation the uninterrupted run never ran)."""
+
+    def __init__(self, signal_name: str):
+        self.signal_name = signal_name
+        super().__init__(f"stopped on {signal_name}")
 
 
 class FiniteModelCheckpoint(ModelCheckpoint):
@@ -58,13 +76,14 @@ class LastCheckpoint(Checkpoint):
     """Keeps `dirpath/last.ckpt` the latest model whatever the monitored metric did.
 
     Written after every validation (after the best-* callback, so its state is current), at the end of
-    training, every `every_minutes` of training at a batch boundary, and when a stop signal (Ctrl-C,
-    SIGTERM, SIGUSR1/2) arrives: then training stops after the batch in progress and `stop_signal` names
-    the signal. A second Ctrl-C interrupts at once. Lightning's own `last` (since 2.6 written only
-    with a new best) plays no part.
+    training, every `every_minutes` of training, and when a stop signal (Ctrl-C, SIGTERM, SIGUSR1/2)
+    arrives: then training stops at the next batch boundary (StopRequested) and `stop_signal` names the
+    signal. A second Ctrl-C interrupts at once. Lightning's own `last` (since 2.6 written only with a new
+    best) plays no part.
 
-    Every checkpoint sits at a batch boundary after that batch's validation, so a resumed run repeats
-    no work and skips none.
+    A checkpoint between validations is taken at the end of a batch (where Lightning resumes exactly) and
+    renamed into place at the start of the next one, once that batch's logged row is on disk: the file
+    never holds training whose rows could still be lost. So a resumed run repeats no work and skips none.
     """
 
     def __init__(self, dirpath: str | Path, every_minutes: float | None = 10.0):
@@ -75,6 +94,7 @@ class LastCheckpoint(Checkpoint):
         self.stop_signal: str | None = None
         self._saved_at: float = time.monotonic()
         self._saved_step: int = -1
+        self._partial: Path | None = None  # written, not yet renamed into place
         self._previous_handlers: dict[int, object] = {}
 
     @property
@@ -88,21 +108,20 @@ class LastCheckpoint(Checkpoint):
         if name == "SIGINT" and self.stop_signal == "SIGINT":
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         if self.stop_signal is None:
-            log.warning("%s received: saving a checkpoint after the batch in progress, then stopping", name)
+            log.warning("%s received: saving a checkpoint at the next batch boundary, then stopping", name)
         self.stop_signal = self.stop_signal or name
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Installed here, after Lightning registered its own (it would raise SIGTERMException mid-loop).
         self._saved_at = time.monotonic()
-        if trainer.global_step > 0:
-            self._saved_step = trainer.global_step  # resumed from a checkpoint of this step
+        self._saved_step = trainer.global_step  # a resumed run starts from a checkpoint of this step
         for name in STOP_SIGNALS:
             signum = getattr(signal, name, None)
             if signum is None:
                 continue
             try:
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-            except ValueError:  # not the main thread (e.g. a spawned DDP worker's helper thread)
+            except ValueError:  # not the main thread
                 pass
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -127,39 +146,56 @@ class LastCheckpoint(Checkpoint):
 
     @staticmethod
     def _validates_now(trainer) -> bool:
-        """Whether Lightning validates right after this batch (then the save waits for its end)."""
+        """Whether Lightning validates right after this batch (trainer.val_check_interval in batches)."""
         interval = trainer.val_check_batch
-        if not isinstance(interval, int) or trainer.limit_val_batches == 0:
+        if not trainer.enable_validation or not isinstance(interval, int) or interval <= 0:
             return False
         return trainer.global_step % interval == 0
 
-    def save(self, trainer) -> None:
+    def _finish(self, trainer) -> None:
+        """The rows logged so far reach the disk, then the written checkpoint takes last.ckpt's place."""
+        if self._partial is None:
+            return
+        for logger in trainer.loggers:
+            logger.save()
+        publish(trainer, self._partial, self.path)
+        self._partial = None
+
+    def _save(self, trainer, finish: bool) -> None:
         if trainer.global_step == self._saved_step or trainer.sanity_checking:
             return
-        save_atomically(trainer, self.path)
+        self._partial = write_partial(trainer, self.path)
         self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
+        if finish:
+            self._finish(trainer)
 
     def _stop_if_signalled(self, trainer) -> None:
-        if self.stop_signal is not None:
-            trainer.should_stop = True
+        if self.stop_signal is not None and trainer.global_step < (trainer.max_steps or 0):
+            raise StopRequested(self.stop_signal)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         signalled, time_is_up = self._agreed(trainer, self.stop_signal is not None, self._time_is_up())
         if signalled and self.stop_signal is None:
             self.stop_signal = "SIGTERM"  # another rank was signalled
-        if not (signalled or time_is_up) or self._validates_now(trainer):
-            return  # a validation follows this batch: saved at its end, with its results
-        self.save(trainer)
-        self._stop_if_signalled(trainer)
+        if signalled or time_is_up:
+            if self._validates_now(trainer):
+                return  # saved at the validation's end, with its results
+            self._save(trainer, finish=False)  # renamed into place once this batch's row is written
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._partial is not None:
+            self._finish(trainer)
+            self._stop_if_signalled(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        self.save(trainer)
+        self._save(trainer, finish=True)
         self._stop_if_signalled(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.save(trainer)
+        self._finish(trainer)
+        self._save(trainer, finish=True)
 
     def state_dict(self) -> dict:
         return {}

@@ -65,13 +65,32 @@ def next_csv_attempt(run_dir: Path) -> str:
     return f"attempt_{max(csv_attempts(run_dir), default=0) + 1}"
 
 
+ATTEMPT_START = "start_step.txt"
+
+
+def record_attempt_start(logger, batches: int) -> None:
+    """Note in a CSV attempt's folder the batch it starts at: its rows from there on supersede the rows
+    earlier attempts logged after their last checkpoint (see read_logged_rows)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    if isinstance(logger, CSVLogger):
+        folder = Path(logger.log_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ATTEMPT_START).write_text(f"{int(batches)}\n")
+
+
 def read_logged_rows(run_dir: Path) -> list[dict]:
-    """Every CSV row a run logged, all attempts in order, each with its `attempt` number (csv/metrics.csv
-    of runs made before attempts existed counts as attempt 0). Values stay strings, as in the files."""
-    files = [(0, run_dir / "csv" / "metrics.csv")]
-    files += [(n, folder / "metrics.csv") for n, folder in csv_attempts(run_dir).items()]
+    """The CSV rows of a run, each step's rows once, with their `attempt` number (csv/metrics.csv of runs
+    made before attempts existed counts as attempt 0). An attempt that resumed at batch k re-did
+    everything from k: rows an earlier attempt logged at step >= k (after its last checkpoint, before it
+    was killed) are superseded and left out. Values stay strings, as in the files."""
+    files = [(0, run_dir / "csv" / "metrics.csv", None)]
+    files += [(n, folder / "metrics.csv", folder / ATTEMPT_START) for n, folder in csv_attempts(run_dir).items()]
     rows = []
-    for attempt, path in sorted(files):
+    for attempt, path, start_file in sorted(files, key=lambda f: f[0]):
+        if start_file is not None and start_file.is_file():
+            start = int(start_file.read_text().strip())
+            rows = [row for row in rows if int(row["step"]) < start]
         if path.is_file():
             with open(path, newline="") as handle:
                 rows += [{**row, "attempt": attempt} for row in csv.DictReader(handle)]

@@ -14,13 +14,13 @@ from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.attacks.factory import variant as attack_variant
-from robust_nic.checkpoints import LastCheckpoint
+from robust_nic.checkpoints import LAST, StopRequested
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule
 from robust_nic.module import CodecModule
 from robust_nic.resume import ResumePoint, TrainingStopped, resume_command, resume_point
 from robust_nic.run_dir import check_writable
-from robust_nic.trackers import build_logger, logger_dir
+from robust_nic.trackers import build_logger, logger_dir, record_attempt_start
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,13 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     if trainer.is_global_zero:
         save_settings(settings, run_dir)
     # weights_only: a checkpoint is data, never code (our checkpoints hold plain containers only).
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(start.path) if start else None, weights_only=True)
+    if trainer.is_global_zero:
+        record_attempt_start(logger, start.batches if start else 0)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(start.path) if start else None, weights_only=True)
+    except StopRequested as stop:
+        raise TrainingStopped(stop.signal_name, run_dir / "checkpoints" / LAST, module.global_step,
+                              resume_command(run_dir, overrides)) from None  # fmt: skip
     results = {k: float(v) for k, v in trainer.callback_metrics.items()}
     results["steps"] = module.global_step  # batches: one Lightning step per batch
     callback = trainer.checkpoint_callback
@@ -100,10 +106,6 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
         "best_checkpoint": str(callback.best_model_path) if callback else None,
         "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
     }
-    stopped = next((c.stop_signal for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.stop_signal), None)
-    if stopped and module.global_step < max_batches:
-        raise TrainingStopped(stopped, run_dir / "checkpoints" / "last.ckpt", module.global_step,
-                              resume_command(run_dir, overrides))  # fmt: skip
     if trainer.is_global_zero:
         write_json(results_file, run_dir / "train_metrics.json")
     return results
