@@ -193,6 +193,16 @@ class LastCheckpoint(Checkpoint):
         self._save(trainer, finish=True)
         self._stop_if_signalled(trainer)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # A checkpoint waiting for its batch's row: the row is logged by now (an exception inside a batch,
+        # or at the start of the next one), so it takes its place.
+        if self._partial is None:
+            return
+        try:
+            self._finish(trainer)
+        except Exception as err:  # never hide the original error behind this one
+            log.error("could not finish %s: %s", self.path, err)
+
     def on_train_end(self, trainer, pl_module) -> None:
         self._finish(trainer)
         self._save(trainer, finish=True)

@@ -175,10 +175,10 @@ class ImageFiles(Dataset):
         return image
 
 
-def stream_seed(seed: int, rank: int, batch_index: int, stream: int = 0) -> int:
+def stream_seed(seed: int, rank: int, batch_index: int, stream: int = 0, *more: int) -> int:
     """The seed of one random stream of one training batch: a function of (seed, rank, batch index,
-    stream) alone, so a run resumed at any batch draws exactly what the uninterrupted run drew there."""
-    key = [int(seed), int(rank), int(batch_index), int(stream)]
+    stream, ...) alone, so a run resumed at any batch draws exactly what the uninterrupted run drew there."""
+    key = [int(seed), int(rank), int(batch_index), int(stream), *map(int, more)]
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 

@@ -19,7 +19,7 @@ from robust_nic.reconstruction import reconstruct
 from robust_nic.resume import STEPS_PER_BATCH
 
 # Random streams keyed with (seed, rank, batch index): batch crops use 0 (data.CropBatches).
-TRAIN_STREAM, VALIDATION_STREAM = 1, 2
+TRAIN_STREAM, VALIDATION_STREAM, ATTACK_STREAM = 1, 2, 3
 
 
 def split_parameters(codec: CompressionModel, entropy_lr_mult: float = 1.0) -> tuple[list[dict], list]:
@@ -152,10 +152,12 @@ class CodecModule(L.LightningModule):
         if self.attack is None or count == 0:
             return x, x, 0
         # The attack ramps eps up over attack.warmup_steps batches (the paper's schedule); random starts
-        # differ per step and per DDP rank yet stay reproducible from attack.seed.
+        # differ per step and per DDP rank yet stay reproducible from attack.seed (or, unset, the run's seed).
         attack = self.attack.at_step(self.global_step)
         if attack.seed is not None:
             attack = dataclasses.replace(attack, seed=attack.seed + self.global_step + 100_003 * self.global_rank)
+        else:
+            attack = dataclasses.replace(attack, seed=self.stream_seed(ATTACK_STREAM))
         x_adv = attack(self.codec, x[:count]).detach()
         inputs = torch.cat([x_adv, x[count:]])
         targets = inputs if self.adversarial.adv_target == "adversarial" else x
@@ -186,10 +188,14 @@ class CodecModule(L.LightningModule):
             clean = reconstruct(self.codec, clean_inputs, "ste")
         return reconstruct(self.codec, inputs, "ste"), clean
 
+    def stream_seed(self, stream: int, *more: int) -> int:
+        """A seed from (seed, rank, batch index, stream): a resumed run draws exactly what the
+        uninterrupted one drew, and nothing depends on the clock or on what ran before."""
+        return stream_seed(self.seed, self.global_rank, self.global_step, stream, *more)
+
     def seed_global_rng(self, stream: int) -> None:
-        """Seed every random draw that follows (the noise proxy, attack random starts without attack.seed)
-        from (seed, rank, batch index): a resumed run draws exactly what the uninterrupted one drew."""
-        torch.manual_seed(stream_seed(self.seed, self.global_rank, self.global_step, stream))
+        """Seed every global-RNG draw that follows (the noise proxy, for one)."""
+        torch.manual_seed(self.stream_seed(stream))
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer, aux_optimizer = self.optimizers()
@@ -228,8 +234,11 @@ class CodecModule(L.LightningModule):
         metrics = {f"val/{k}": v for k, v in clean_metrics(batch, clean).items() if k in ("bpp", "bpp_est", "psnr", "ms_ssim")}
         metrics["val/rd_loss"] = self._real_rd_loss(batch, clean, metrics["val/ms_ssim"])
         if self.attack is not None:
+            attack = self.val_attack
+            if getattr(attack, "seed", 0) is None:  # unseeded: still a function of (seed, rank, step, image)
+                attack = dataclasses.replace(attack, seed=self.stream_seed(VALIDATION_STREAM, batch_idx))
             with torch.inference_mode(False), torch.enable_grad():
-                x_adv = self.val_attack(self.codec, batch.clone())
+                x_adv = attack(self.codec, batch.clone())
             # A non-finite x_adv is measured as NaN, never entropy-coded (the range coder hangs on NaN).
             attacked = code_or_nan(lambda x: code(self.codec, x), x_adv)
             adv = adversarial_metrics(batch, x_adv, clean, attacked)

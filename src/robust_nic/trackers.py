@@ -65,7 +65,10 @@ def next_csv_attempt(run_dir: Path) -> str:
     return f"attempt_{max(csv_attempts(run_dir), default=0) + 1}"
 
 
-ATTEMPT_START = "start_step.txt"
+def attempt_start_file(folder: Path) -> Path:
+    """csv/attempt_<n>_start.txt: the batch attempt n started at (beside its folder, which Lightning's
+    CSVLogger wants empty)."""
+    return folder.with_name(folder.name + "_start.txt")
 
 
 def record_attempt_start(logger, batches: int) -> None:
@@ -74,9 +77,9 @@ def record_attempt_start(logger, batches: int) -> None:
     from lightning.pytorch.loggers import CSVLogger
 
     if isinstance(logger, CSVLogger):
-        folder = Path(logger.log_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ATTEMPT_START).write_text(f"{int(batches)}\n")
+        start = attempt_start_file(Path(logger.log_dir))
+        start.parent.mkdir(parents=True, exist_ok=True)
+        start.write_text(f"{int(batches)}\n")
 
 
 def read_logged_rows(run_dir: Path) -> list[dict]:
@@ -85,7 +88,7 @@ def read_logged_rows(run_dir: Path) -> list[dict]:
     everything from k: rows an earlier attempt logged at step >= k (after its last checkpoint, before it
     was killed) are superseded and left out. Values stay strings, as in the files."""
     files = [(0, run_dir / "csv" / "metrics.csv", None)]
-    files += [(n, folder / "metrics.csv", folder / ATTEMPT_START) for n, folder in csv_attempts(run_dir).items()]
+    files += [(n, folder / "metrics.csv", attempt_start_file(folder)) for n, folder in csv_attempts(run_dir).items()]
     rows = []
     for attempt, path, start_file in sorted(files, key=lambda f: f[0]):
         if start_file is not None and start_file.is_file():
