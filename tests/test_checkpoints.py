@@ -123,12 +123,14 @@ def chaos(tmp_path: Path, photo_dir: Path, extra: list[str], seed: int) -> None:
         assert whole.wait(timeout=300) == 0, whole.stderr.read()
     moments = random.Random(seed)
     signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1, signal.SIGINT, signal.SIGKILL]
-    kills = 0
+    kills, mid_training = 0, 0
+    last = tmp_path / "chaos" / "checkpoints" / "last.ckpt"
     for signum in signals:
         run = run_train_process(tmp_path / "chaos", overrides)
         time.sleep(moments.uniform(4.0, 12.0))  # start-up is ~4 s: some kills land in training, some before
         if run.poll() is not None:
             break
+        mid_training += last.is_file() and 0 < stored(last)["global_step"] < 8
         run.send_signal(signum)
         kills += 1
         code = run.wait(timeout=300)
@@ -138,7 +140,7 @@ def chaos(tmp_path: Path, photo_dir: Path, extra: list[str], seed: int) -> None:
             assert code in (0, 130, 128 + signum, -signum), run.stderr.read()
     final = run_train_process(tmp_path / "chaos", overrides)
     assert final.wait(timeout=300) == 0, final.stderr.read()
-    assert kills >= 4
+    assert kills >= 4 and mid_training >= 2, (kills, mid_training)
     assert_same_run(tmp_path / "chaos", tmp_path / "whole")
 
 
@@ -146,3 +148,22 @@ def chaos(tmp_path: Path, photo_dir: Path, extra: list[str], seed: int) -> None:
 @pytest.mark.parametrize("extra", [[], ADVERSARIAL], ids=["rd", "adversarial"])
 def test_chaos_kills_at_random_moments(tmp_path, photo_dir, extra):
     chaos(tmp_path, photo_dir, extra, seed=len(extra))
+
+
+@pytest.mark.slow
+def test_a_two_process_ddp_run_resumes_exactly(tmp_path, photo_dir):
+    """trainer=ddp_cpu (2 gloo processes): stopped after 3 batches and continued to 6, it equals 6 batches
+    in one go, each rank drawing its own crops and attack starts from (seed, rank, batch index). (The lr
+    schedule is constant so that the shorter first run trains alike.)"""
+    overrides = [*RUN, f"data.root={photo_dir}", "trainer=ddp_cpu", "trainer.accelerator=cpu", "optim.scheduler=none",
+                 "trainer.val_check_interval=2", *ADVERSARIAL]  # fmt: skip
+    for run_dir, steps in ((tmp_path / "whole", [6]), (tmp_path / "resumed", [3, 6])):
+        for max_steps in steps:
+            run = run_train_process(run_dir, [*overrides, f"trainer.max_steps={max_steps}"])
+            assert run.wait(timeout=600) == 0, run.stderr.read()[-3000:]
+    a, b = (stored(tmp_path / name / "checkpoints" / "last.ckpt") for name in ("resumed", "whole"))
+    assert a["global_step"] == b["global_step"] == 6
+    assert same(a["state_dict"], b["state_dict"]) and same(a["optimizer_states"], b["optimizer_states"])
+    # The first run ended its (endless) epoch at max_steps, so the continuation counts epoch 1.
+    without_epoch = [[{k: v for k, v in r.items() if k != "epoch"} for r in rows(tmp_path / n)] for n in ("resumed", "whole")]
+    assert without_epoch[0] == without_epoch[1]
