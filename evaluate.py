@@ -7,7 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from robust_nic.cli import run_job
     from robust_nic.evaluation.runner import evaluate

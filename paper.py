@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="paper")
+@hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="paper")
 def main(cfg: DictConfig) -> None:
     from robust_nic import paper
 

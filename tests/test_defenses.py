@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from skimage import data
 
 from robust_nic.coding import code, forward_padded
+from robust_nic.config import CONF_DIR
 from robust_nic.defenses import (
     BitDepth,
     DefenseError,
@@ -220,12 +221,12 @@ def test_build_defense_from_hydra_configs(codec):
         ("resize", Resize),
         ("bitdepth", BitDepth),
     ]:
-        cfg = OmegaConf.load(f"conf/defense/{name}.yaml")
+        cfg = OmegaConf.load(f"{CONF_DIR}/defense/{name}.yaml")
         defense = build_defense(cfg, codec)
         assert type(defense) is cls and defense.name == name
         assert defense.codec is codec and defense.description
         assert defense.config()["name"] == name
-    rot = build_defense(OmegaConf.load("conf/defense/self_ensemble_rot.yaml"), codec)
+    rot = build_defense(OmegaConf.load(f"{CONF_DIR}/defense/self_ensemble_rot.yaml"), codec)
     assert rot.transforms == [0, 1, 2, 3] and rot.index_bits == 2
     with pytest.raises(DefenseError, match="choose one of"):
         build_defense({"name": "jpeg"}, codec)

@@ -136,7 +136,7 @@ def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
     script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, str(script), str(ROOT / "conf"), "trainer=ddp_cpu", *FAST, "trainer.accelerator=cpu",
+        [sys.executable, str(script), str(ROOT / "src" / "robust_nic" / "conf"), "trainer=ddp_cpu", *FAST, "trainer.accelerator=cpu",
          f"data.root={photo_dir}", f"hydra.run.dir={run_dir}", "attack=pgd", "attack.steps=1",
          "train.consistency_weight=1.0"],  # the consistency path runs a second (rounded) forward
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

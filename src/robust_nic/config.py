@@ -21,7 +21,7 @@ from robust_nic.codecs import (
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the checkout's Hydra configs (editable install)
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # the Hydra configs ship inside the package
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:

@@ -15,7 +15,7 @@ import yaml
 
 from robust_nic.config import CONF_DIR
 
-ROOT = CONF_DIR.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: train.py, evaluate.py
 CLI = ["-c", "from robust_nic.cli import main; main()"]
 
 
