@@ -93,16 +93,73 @@ def test_pretrained_weights_load_from_the_hub_cache(monkeypatch, tmp_path):
 
 def test_codecs_import_after_compressai_eval_model():
     """eval_model adds its -vbr models (no per-quality configs) to the zoo's dict at import: the registry
-    must skip them, whichever module a script imports first (bench/coding_vs_compressai.py does this)."""
+    must skip them (its own rate-indexed -vbr classes register instead), whichever module a script imports
+    first (bench/coding_vs_compressai.py does this)."""
     import subprocess
     import sys
 
     script = (
         "import compressai.utils.eval_model.__main__\n"
-        "from robust_nic.codecs import CODECS, build_codec\n"
-        "assert 'bmshj2018-hyperprior' in CODECS.names() and not any('vbr' in n for n in CODECS.names())\n"
+        "from robust_nic.codecs import CODECS, build_codec, codec_class\n"
+        "assert 'bmshj2018-hyperprior' in CODECS.names() and 'mbt2018-vbr' not in CODECS.names()\n"
+        "assert codec_class('bmshj2018-hyperprior-vbr').__module__ == 'robust_nic.latent_codecs'\n"
         "build_codec('bmshj2018-hyperprior', 1, channels=[8, 8])\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+NEW_CODECS = {
+    "elic2022-official": [16, 40],
+    "elic2022-chandelier": [16, 40],
+    "cheng2020-checkerboard": [16],
+    "bmshj2018-hyperprior-vbr": [16, 24],
+    "mbt2018-mean-vbr": [16, 24],
+}
+
+
+@pytest.mark.parametrize("arch", sorted(NEW_CODECS))
+def test_quantization_proxies_reach_the_latent_codecs(arch):
+    """ste's forward value is the decoder's rounding; noise and skip change it; all three pass gradients."""
+    from robust_nic.reconstruction import reconstruct, rounded_reconstruction
+
+    torch.manual_seed(0)
+    codec = build_codec(arch, 3, channels=NEW_CODECS[arch])
+    with torch.no_grad():
+        last_conv = [m for m in codec.g_a.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last_conv.weight *= 20  # latents large enough to round to several values
+    x = torch.rand(1, 3, 40, 56, requires_grad=True)
+    rounded = rounded_reconstruction(codec, x)
+    outputs = {}
+    for proxy in ("ste", "noise", "skip"):
+        out = reconstruct(codec, x, proxy, generator=torch.Generator().manual_seed(0))
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        assert grad.abs().sum() > 0, proxy
+        outputs[proxy] = out.detach()
+    assert torch.allclose(outputs["ste"], rounded, atol=1e-5)
+    assert not torch.allclose(outputs["noise"], rounded, atol=1e-3)
+    assert not torch.allclose(outputs["skip"], rounded, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", sorted(NEW_CODECS))
+def test_new_codecs_reload_from_their_state_dict_with_their_channels(arch):
+    from robust_nic.codecs import codec_from_state_dict, real_channels
+
+    codec = build_codec(arch, 3, channels=NEW_CODECS[arch])
+    reloaded = codec_from_state_dict(arch, codec.state_dict(), source="memory")
+    assert type(reloaded) is type(codec) and real_channels(reloaded, arch) == NEW_CODECS[arch]
+    for key, value in codec.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value), key
+
+
+def test_unsupported_or_foreign_elic_weights_are_refused_by_name():
+    from robust_nic.codecs import codec_from_state_dict
+
+    with pytest.raises(CodecError, match="model.arch=mbt2018-vbr is not supported"):
+        build_codec("mbt2018-vbr", 3)
+    published = {"g_a.0.weight": torch.zeros(192, 3, 5, 5), "cc_transforms.0.0.weight": torch.zeros(1)}
+    with pytest.raises(CodecError, match="published ELIC re-implementation"):
+        codec_from_state_dict("elic2022-official", published, source="elic.pth")
+    with pytest.raises(CodecError, match="does not hold elic2022-official weights"):
+        codec_from_state_dict("elic2022-official", build_codec("bmshj2018-hyperprior", 1).state_dict(), source="x")
