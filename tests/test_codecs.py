@@ -161,5 +161,69 @@ def test_unsupported_or_foreign_elic_weights_are_refused_by_name():
     published = {"g_a.0.weight": torch.zeros(192, 3, 5, 5), "cc_transforms.0.0.weight": torch.zeros(1)}
     with pytest.raises(CodecError, match="published ELIC re-implementation"):
         codec_from_state_dict("elic2022-official", published, source="elic.pth")
+    with pytest.raises(CodecError, match="no pretrained elic2022-official weights"):
+        build_codec("elic2022-official", 3, pretrained=True)
+    assert pretrained_url("mbt2018-mean-vbr", 3, "mse") == pretrained_url("mbt2018-mean-vbr", 8, "mse")  # one model
     with pytest.raises(CodecError, match="does not hold elic2022-official weights"):
         codec_from_state_dict("elic2022-official", build_codec("bmshj2018-hyperprior", 1).state_dict(), source="x")
+
+
+# model config, channels of a small CPU configuration
+NEW_CODEC_CONFIGS = {
+    "elic": ["model.channels=[16,40]"],
+    "elic_chandelier": ["model=elic", "model.arch=elic2022-chandelier", "model.channels=[16,40]"],
+    "cheng2020_checkerboard": ["model.channels=[16]"],
+    "bmshj2018_hyperprior_vbr": ["model.channels=[16,24]"],
+    "mbt2018_mean_vbr": ["model.channels=[16,24]"],
+}
+
+
+def new_codec_args(name: str) -> list[str]:
+    args = NEW_CODEC_CONFIGS[name]
+    return (args if args[0].startswith("model=") else [f"model={name}", *args]) + ["model.pretrained=false"]
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[] if n == "elic" else pytest.mark.slow) for n in NEW_CODEC_CONFIGS]
+)
+def test_new_codec_trains_is_attacked_finetuned_studied_and_defended(name, tmp_path, photo_dir):
+    """Train 2 batches, evaluate under pgd and worst_case, finetune 2 batches, study=latents, defense=latent_range."""
+    import json
+    import math
+
+    from conftest import FAST
+
+    from robust_nic.cli import main
+    from robust_nic.evaluation.runner import evaluate
+    from robust_nic.studies import run_study
+    from robust_nic.training import train
+
+    codec_args = new_codec_args(name)
+    data = ["data=folder", f"data.root={photo_dir}"]
+    steps = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]
+    train(compose_config("train", [*FAST, *data, *codec_args, *steps]), tmp_path / "train")
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    evaluation = [*codec_args, f"model.checkpoint={checkpoint}", *data, "device=cpu", "max_images=1",
+                  "save_images=false", "attack.steps=2", "attack.eps=0.01"]  # fmt: skip
+    for attack in ("pgd", "worst_case"):
+        metrics = evaluate(compose_config("evaluate", [*evaluation, f"attack={attack}"]), tmp_path / attack)
+        assert 0 < metrics["test/clean/bpp"] < 24 and math.isfinite(metrics["test/clean/psnr"]), attack
+        # within the budget (an untrained variable-rate codec rounds every latent to 0 at low rates: nothing to
+        # attack, the attack keeps the clean image)
+        assert metrics["test/adv/psnr_in"] >= 40 - 1e-6 and math.isfinite(metrics["test/adv/delta_psnr"])
+
+    finetune = [*FAST, *data, *codec_args, *steps, f"model.checkpoint={checkpoint}", "attack=pgd", "attack.steps=2",
+                "attack.eps=0.01"]  # fmt: skip
+    results = train(compose_config("train", finetune), tmp_path / "finetune")
+    assert results["steps"] == 2 and math.isfinite(results["val/adv/delta_psnr"])
+
+    run_study(compose_config("evaluate", [*evaluation, "attack=pgd", "study=latents"]), tmp_path / "latents")
+    study = json.loads((tmp_path / "latents" / "metrics.json").read_text())
+    assert study["study/latents/train/last/bpp_adversarial"] > 0 and 0 <= study["study/latents/train/last/outside"] <= 1
+
+    main(["fit-latent-range", "--checkpoint", str(checkpoint), *codec_args, *data])
+    ranges = f"{checkpoint}.latent_range.pt"
+    defended = [*evaluation, "attack=pgd", "defense=latent_range", f"defense.ranges={ranges}"]
+    metrics = evaluate(compose_config("evaluate", defended), tmp_path / "defended")
+    assert 0 < metrics["test/clean/bpp"] < 24 and math.isfinite(metrics["test/adaptive/delta_psnr"])
