@@ -227,3 +227,34 @@ def test_new_codec_trains_is_attacked_finetuned_studied_and_defended(name, tmp_p
     defended = [*evaluation, "attack=pgd", "defense=latent_range", f"defense.ranges={ranges}"]
     metrics = evaluate(compose_config("evaluate", defended), tmp_path / "defended")
     assert 0 < metrics["test/clean/bpp"] < 24 and math.isfinite(metrics["test/adaptive/delta_psnr"])
+
+
+def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo_dir):
+    """study=architectures (experiment=architectures, scaled down): one table row per codec with the numbers
+    its own evaluation wrote; a re-run reuses the finished work."""
+    import csv
+    import json
+
+    from robust_nic.studies import run_study
+
+    shared = ["data=folder", f"data.root={photo_dir}", "data.patch_size=64", "data.batch_size=2",
+              "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]  # fmt: skip
+    overrides = ["experiment=architectures", "data=folder", f"data.root={photo_dir}", "max_images=1",
+                 "attack=pgd", "attack.steps=2", "study.train=[" + ",".join(f"'{o}'" for o in shared) + "]", "~study.variants",
+                 "+study.variants={hyperprior: ['model=bmshj2018_hyperprior', 'model.channels=[16,24]'],"
+                 "elic: ['model=elic', 'model.channels=[16,40]']}"]  # fmt: skip
+    cfg = compose_config("evaluate", overrides)
+    metrics = run_study(cfg, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "architectures.csv")))
+    assert [r["variant"] for r in rows] == ["hyperprior", "elic"]
+    assert [r["arch"] for r in rows] == ["bmshj2018-hyperprior", "elic2022-official"]
+    for row in rows:
+        evaluation = json.loads((tmp_path / row["variant"] / "eval" / "metrics.json").read_text())
+        assert float(row["delta_psnr"]) == pytest.approx(evaluation["test/adv/delta_psnr"])
+        assert float(row["psnr_attacked"]) == pytest.approx(evaluation["test/adv/psnr"])
+        assert float(row["source_damage_db"]) == pytest.approx(evaluation["test/clean/psnr"] - evaluation["test/adv/psnr"])
+        assert metrics[f"study/architectures/{row['variant']}/bpp_clean"] == pytest.approx(evaluation["test/clean/bpp"])
+        assert int(row["train_steps"]) == 2
+    assert (tmp_path / "architectures.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| elic |" in (tmp_path / "architectures.md").read_text()
+    assert run_study(cfg, tmp_path) == metrics  # finished training and evaluations are reused
