@@ -68,7 +68,14 @@ def variant_overrides(options: ArchitecturesOptions) -> dict[str, list[str]]:
 
 
 def train_config(options: ArchitecturesOptions, overrides: list[str]) -> DictConfig:
-    return compose_config("train", [*options.train, *overrides, "model.pretrained=false", "logger=csv"])
+    """What `python train.py OVERRIDES` composes (from inside evaluate.py's Hydra job too)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [*options.train, *overrides, "model.pretrained=false", "logger=csv"]
+    if GlobalHydra.instance().is_initialized():  # evaluate.py: the same config package is already searched
+        return compose(config_name="train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def evaluation_config(cfg: DictConfig, trained: DictConfig, checkpoint: Path) -> DictConfig:
