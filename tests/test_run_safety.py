@@ -1,5 +1,5 @@
 """Runs never lose work: failed starts, resumes, logs across attempts, one owner per run directory,
-output locations checked first, and interrupts that say how to continue (issue 11)."""
+output locations checked first, and interrupts that say how to continue."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def deterministic_kernels() -> Iterator[None]:
 
     The hyperprior's entropy parameters are computed by `compress` and again by `decompress`; any bit of
     difference between the two (non-deterministic cuDNN algorithms, TF32 matmuls) can pick another CDF,
-    and the range decoder then desynchronises (CompressAI issue #54). CompressAI's own evaluator sets
+    and the range decoder then desynchronises (https://github.com/InterDigitalInc/CompressAI/issues/54). CompressAI's own evaluator sets
     cudnn.deterministic for the same reason.
     """
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
