@@ -309,7 +309,7 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
             if hasattr(codec, "context_prediction"):
                 # The autoregressive models' per-latent-pixel loops ran 5 % slower on channels-last tensors
                 # (read_image's layout, which the big transforms of the other models prefer): measured,
-                # bench/results/coding_vs_compressai_cpu.txt.
+                # bench/results/coding_vs_compressai_cpu.json.
                 x = x.contiguous()
             num_pixels = x.shape[-2] * x.shape[-1]
             x_padded, unpad = pad(x)
