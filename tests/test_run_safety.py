@@ -109,7 +109,7 @@ def test_a_finished_run_says_so_and_changes_nothing(trained_run, photo_dir, capl
     assert "already trained 4 batches = trainer.max_steps" in caplog.text
     assert "raise trainer.max_steps to continue" in caplog.text
     assert (trained_run / "checkpoints" / "last.ckpt").read_bytes() == last
-    assert sorted(p.name for p in (trained_run / "csv").iterdir()) == ["attempt_1"]
+    assert sorted(p.name for p in (trained_run / "csv").iterdir()) == ["attempt_1", "attempt_1_start.txt"]  # no new attempt
 
 
 def test_resumed_run_keeps_the_rows_of_every_attempt(trained_run, photo_dir):
