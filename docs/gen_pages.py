@@ -188,7 +188,7 @@ REQUIRED = ("benchmark", "device", "title", "command", "machine", "version", "da
 
 
 def benchmarks() -> str:
-    out = ["| file | benchmark | machine | version | date |", "| --- | --- | --- | --- | --- |"]
+    out = ["| file | benchmark | device | version | date |", "| --- | --- | --- | --- | --- |"]
     entries = []
     for path in benchmark_files():
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -197,7 +197,7 @@ def benchmarks() -> str:
             raise ValueError(f"{path}: missing {missing}")
         entries.append((path, data))
         anchor = path.stem.replace("_", "-")
-        out.append(f"| [`{path.name}`](#{anchor}) | {cell(data['title'])} | {cell(data['machine'])} | "
+        out.append(f"| [`{path.name}`](#{anchor}) | {cell(data['title'])} | {cell(data['device'])} | "
                    f"{data['version']} | {data['date']} |")
     out.append("")
     for path, data in entries:
