@@ -49,3 +49,18 @@ def test_every_page_in_the_nav_exists_and_every_generated_part_renders():
         assert page in nav
         rendered = gen.render(page, (ROOT / "docs" / page).read_text(encoding="utf-8"))
         assert "<!-- generated" not in rendered
+
+
+def test_record_result_stores_a_script_output_with_its_provenance(tmp_path):
+    spec = importlib.util.spec_from_file_location("record_result", ROOT / "bench" / "record_result.py")
+    record = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(record)
+    raw = tmp_path / "raw.json"
+    raw.write_text('{"args": {"threads": 1}, "rows": {"before": {"delta": NaN, "bpp": 0.9}, "fast": {"delta": 7.1, "bpp": 0.8}}}')
+    path = record.main([str(raw), "--benchmark", "finetune_x", "--device", "cpu", "--title", "t", "--command", "python b.py",
+                        "--machine", "m", "--results-dir", str(tmp_path)])
+    assert path.name == "finetune_x_cpu.json"
+    data = json.loads(path.read_text())
+    assert not [k for k in gen_pages().REQUIRED if k not in data]
+    assert data["tables"] == [{"caption": "rows", "columns": ["name", "delta", "bpp"],
+                               "rows": [["before", None, 0.9], ["fast", 7.1, 0.8]]}]
