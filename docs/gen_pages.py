@@ -34,7 +34,7 @@ def cell(text) -> str:
 
 def prose(text) -> str:
     """A comment as Markdown text: brackets escaped (`[model=...]` is not a link)."""
-    return cell(text).replace("[", "\\[").replace("]", "\\]")
+    return cell(text).replace("[", "\\[").replace("]", "\\]").replace("<", "&lt;")
 
 
 def yaml_keys(path: Path) -> tuple[str, list[tuple[str, str, str]]]:
@@ -84,7 +84,20 @@ def yaml_keys(path: Path) -> tuple[str, list[tuple[str, str, str]]]:
             continue
         dotted = ".".join([k for _, k in stack] + [key])
         rows.append((dotted, value, description, bool(match["comment"]), indent))
-    return " ".join(header), [(k, v, d) for k, v, d, _, _ in rows]
+    return header_markdown(header), [(k, v, d) for k, v, d, _, _ in rows]
+
+
+def header_markdown(lines: list[str]) -> str:
+    """A file's leading comment as Markdown: command lines in a code block, the rest as text."""
+    blocks: list[tuple[bool, list[str]]] = []
+    for line in lines:
+        is_command = line.startswith(("python ", "robust-nic ", "pip "))
+        if blocks and blocks[-1][0] == is_command:
+            blocks[-1][1].append(line)
+        else:
+            blocks.append((is_command, [line]))
+    parts = ["```bash\n" + "\n".join(b) + "\n```" if command else prose(" ".join(b)) for command, b in blocks]
+    return "\n\n".join(parts)
 
 
 def keys_table(rows, prefix: str = "") -> list[str]:
@@ -139,7 +152,7 @@ def configuration() -> str:
         if not path.exists():
             continue
         header, rows = yaml_keys(path)
-        out += [f"### `{name}.yaml`", "", prose(header), ""] + keys_table(rows) + [""]
+        out += [f"### `{name}.yaml`", "", header, ""] + keys_table(rows) + [""]
     out += ["## Config groups", "", "Choose one option of a group with `GROUP=OPTION` (e.g. `attack=pgd`); set one key "
             "with `GROUP.KEY=VALUE`. Files marked *global* set keys anywhere in the config (their keys are "
             "shown in full).", ""]
@@ -152,7 +165,7 @@ def configuration() -> str:
             prefix = "" if is_global else f"{group.name}."
             out += [f"#### `{group.name}={path.stem}`" + (" *global*" if is_global else ""), ""]
             if header:
-                out += [prose(header), ""]
+                out += [header, ""]
             out += (keys_table(rows, prefix) if rows else ["Sets no keys of its own."]) + [""]
     out += ["## Options of the registered extensions", "",
             "Each attack optimiser, defense and study declares its own keys as a dataclass; a key it does not "
