@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +69,14 @@ def test_record_result_stores_a_script_output_with_its_provenance(tmp_path):
     assert not [k for k in gen_pages().REQUIRED if k not in data]
     assert data["tables"] == [{"caption": "rows", "columns": ["name", "delta", "bpp"],
                                "rows": [["before", None, 0.9], ["fast", 7.1, 0.8]]}]
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """What `.ci/run` runs after the tests: a broken link, a missing page or a failing generated part fails."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocs_gen_files")
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "DISABLE_MKDOCS_2_WARNING": "true", "NO_MKDOCS_2_WARNING": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "benchmarks" / "index.html").exists()
