@@ -200,6 +200,48 @@ def benchmark_files() -> list[Path]:
 REQUIRED = ("benchmark", "device", "title", "command", "machine", "version", "date", "tables")
 
 
+def column(table: dict, name: str) -> int:
+    return table["columns"].index(name)
+
+
+def ratios(table: dict, value: str, *labels: str) -> str:
+    """'1.02 (tiny, 1 thread), ...': one column of a table, labelled by other columns."""
+    parts = []
+    for row in table["rows"]:
+        label = ", ".join(f"{row[column(table, c)]} thread{'s' if row[column(table, c)] != 1 else ''}" if c == "threads"
+                          else str(row[column(table, c)]) for c in labels)
+        parts.append(f"{row[column(table, value)]} ({label})")
+    return "; ".join(parts)
+
+
+def only(table: dict, **where) -> dict:
+    rows = [r for r in table["rows"] if all(r[column(table, k.replace('_', ' '))] == v for k, v in where.items())]
+    return {"columns": table["columns"], "rows": rows}
+
+
+# The targets the code is held to, each read from one stored result: (target, goal, file, value from its tables).
+TARGETS = [
+    ("train.py batch / the same step as CompressAI's examples/train.py", "<= 1.10", "train_step_cpu.json",
+     lambda d: ratios(only(d["tables"][0], measured="step"), "ratio", "model", "threads")),
+    ("attack step / one forward+backward pass of its proxy", "<= 1.10", "attack_step_cpu.json",
+     lambda d: "chen2023: " + ratios(d["tables"][0], "chen2023 s/step / floor", "threads") + "; pgd: "
+     + ratios(d["tables"][0], "pgd s/step / floor", "threads")),
+    ("clean coding and metrics / compressai.utils.eval_model", "<= 1.05, equal bpp and reconstructions",
+     "coding_vs_compressai_cpu.json", lambda d: ratios(d["tables"][0], "seconds ours / eval_model", "arch", "threads")),
+    ("fast adversarial finetuning batch / plain RD batch", "<= 1.5", "finetune_fast_cpu.json",
+     lambda d: ratios(only(d["tables"][0], recipe="fast@0.4"), "s/batch / plain", "codec")),
+]
+
+
+def targets(entries: dict[str, dict]) -> list[str]:
+    out = ["| target | goal | measured | file |", "| --- | --- | --- | --- |"]
+    for target, goal, name, value in TARGETS:
+        if name in entries:
+            anchor = name[:-5].replace("_", "-")
+            out.append(f"| {prose(target)} | {prose(goal)} | {cell(value(entries[name]))} | [`{name}`](#{anchor}) |")
+    return out + [""]
+
+
 def benchmarks() -> str:
     out = ["| file | benchmark | device | version | date |", "| --- | --- | --- | --- | --- |"]
     entries = []
@@ -212,7 +254,7 @@ def benchmarks() -> str:
         anchor = path.stem.replace("_", "-")
         out.append(f"| [`{path.name}`](#{anchor}) | {cell(data['title'])} | {cell(data['device'])} | "
                    f"{data['version']} | {data['date']} |")
-    out.append("")
+    out = ["## Targets", ""] + targets({p.name: d for p, d in entries}) + ["## Every result", ""] + out + [""]
     for path, data in entries:
         anchor = path.stem.replace("_", "-")
         out += [f"## {data['title']} ({data['device']}) {{#{anchor}}}", ""]
