@@ -225,7 +225,7 @@ def test_bpp_est_equals_the_full_forward_estimate_without_a_second_synthesis():
 
 def test_context_model_codecs_are_coded_from_a_contiguous_tensor():
     """read_image gives a channels-last view; mbt2018's per-latent-pixel loops ran 5 % slower on it
-    (bench/results/coding_vs_compressai_cpu.txt), so code() hands context models the standard layout and
+    (bench/results/coding_vs_compressai_cpu.json), so code() hands context models the standard layout and
     leaves the others' (whose big transforms ran faster channels-last) as it is."""
     from robust_nic.codecs import build_codec
 

@@ -81,7 +81,7 @@ def deterministic_kernels() -> Iterator[None]:
 
     The hyperprior's entropy parameters are computed by `compress` and again by `decompress`; any bit of
     difference between the two (non-deterministic cuDNN algorithms, TF32 matmuls) can pick another CDF,
-    and the range decoder then desynchronises (CompressAI issue #54). CompressAI's own evaluator sets
+    and the range decoder then desynchronises (https://github.com/InterDigitalInc/CompressAI/issues/54). CompressAI's own evaluator sets
     cudnn.deterministic for the same reason.
     """
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
@@ -316,7 +316,7 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
             if hasattr(codec, "context_prediction") or hasattr(codec, "latent_codec"):
                 # The autoregressive models' per-latent-pixel loops ran 5 % slower on channels-last tensors
                 # (read_image's layout, which the big transforms of the other models prefer): measured,
-                # bench/results/coding_vs_compressai_cpu.txt. The latent codecs' masked and grouped context
+                # bench/results/coding_vs_compressai_cpu.json. The latent codecs' masked and grouped context
                 # convolutions get a contiguous input too.
                 x = x.contiguous()
             num_pixels = x.shape[-2] * x.shape[-1]
