@@ -205,7 +205,8 @@ def test_new_codec_trains_is_attacked_finetuned_studied_and_defended(name, tmp_p
     checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     evaluation = [*codec_args, f"model.checkpoint={checkpoint}", *data, "device=cpu", "max_images=1",
-                  "save_images=false", "attack.steps=2", "attack.eps=0.01"]  # fmt: skip
+                  "save_images=false", "attack.steps=2", "attack.eps=0.01",
+                  "eval.allow_training_images=true"]  # fmt: skip  (one small folder trains and tests here)
     for attack in ("pgd", "worst_case"):
         metrics = evaluate(compose_config("evaluate", [*evaluation, f"attack={attack}"]), tmp_path / attack)
         assert 0 < metrics["test/clean/bpp"] < 24 and math.isfinite(metrics["test/clean/psnr"]), attack
@@ -242,6 +243,7 @@ def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo
     shared = ["data=folder", f"data.root={photo_dir}", "data.patch_size=64", "data.batch_size=2",
               "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]  # fmt: skip
     argv = ["evaluate.py", "experiment=architectures", "data=folder", f"data.root={photo_dir}", "max_images=1",
+            "eval.allow_training_images=true",  # one small folder trains and tests here
             "attack=pgd", "attack.steps=2", "study.train=[" + ",".join(f"'{o}'" for o in shared) + "]",
             "~study.variants", "+study.variants={hyperprior: ['model=bmshj2018_hyperprior', 'model.channels=[16,24]'],"
             "elic: ['model=elic', 'model.channels=[16,40]']}", f"hydra.run.dir={tmp_path}",
@@ -272,3 +274,9 @@ def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo
     assert "| elic |" in (tmp_path / "architectures.md").read_text()
     (tmp_path / "run.lock").unlink(missing_ok=True)
     assert run() == metrics  # finished training and evaluations are reused
+    stamp = (tmp_path / "elic" / "eval" / "metrics.json").stat().st_mtime_ns
+    (tmp_path / "run.lock").unlink(missing_ok=True)
+    argv[argv.index("attack.steps=2")] = "attack.steps=3"
+    run()  # other attack settings: evaluated again
+    assert (tmp_path / "elic" / "eval" / "metrics.json").stat().st_mtime_ns != stamp
+    assert "steps: 3" in (tmp_path / "elic" / "eval" / "requested.yaml").read_text()
