@@ -196,9 +196,6 @@ def main() -> None:
         write_result(args.json, args, source, rows, ratio, all_equal)
 
 
-if __name__ == "__main__":
-    main()
-
 
 def write_result(path: str, args, source: str, rows: list[dict], ratio: float, all_equal: bool) -> None:
     import datetime
@@ -219,3 +216,7 @@ def write_result(path: str, args, source: str, rows: list[dict], ratio: float, a
     }  # fmt: skip
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
