@@ -13,6 +13,7 @@ from compressai.models import CompressionModel
 from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack, with_defaults
+from robust_nic.checks import check_evaluation
 from robust_nic.codecs import CodecError
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings
 from robust_nic.data import split_files, whole_image_limit
@@ -70,12 +71,19 @@ class EvalInputs:
         return dict(self.settings.get("defense") or {"name": "none"})
 
 
+def checked_settings(cfg: DictConfig) -> dict:
+    """The resolved evaluation settings, every rule checked: a mistake stops here, before any work."""
+    settings = resolve(cfg)
+    settings["attack"] = with_defaults(settings.get("attack"))
+    check_evaluation(settings)
+    return settings
+
+
 def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True) -> EvalInputs:
     """Resolve and save the config, seed, list the test images, load the codecs (model.* then study.codecs)
     and, with `read_images`, read every test image (the runner reads them one by one instead, skipping
     unreadable ones)."""
-    settings = resolve(cfg)
-    settings["attack"] = with_defaults(settings.get("attack"))
+    settings = checked_settings(cfg)
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
     files = test_files(settings)  # first: a bad image list stops the run before any work
