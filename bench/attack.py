@@ -5,8 +5,8 @@
 Prints, at eps 0.01 (RMS; the paper's 40 dB budget) on the held-out sample photos: delta_psnr for
 chen2023 (1001 steps), pgd at 50/100/200 steps and the random-noise baseline, and the seconds per
 attack step divided by the seconds of one forward+backward pass of the same surrogate (the floor).
-Targets (issue 3): chen2023 beats noise by >= 10 dB; the best pgd reaches chen2023's delta_psnr in
-<= 1/5 of its steps; per-step ratio <= 1.10 (issue 13; issue 3 asked 1.15). Thread count is pinned (--threads) and printed.
+Targets: chen2023 beats noise by >= 10 dB; the best pgd reaches chen2023's delta_psnr in <= 1/5 of its
+steps; per-step ratio <= 1.10. Thread count is pinned (--threads) and printed.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Is real coding consistent on this device? Codes every held-out photo N times and counts mismatches.
 
     python bench/coding_consistency.py --checkpoint outputs/default/checkpoints/last.ckpt --device cuda [--repeats 20]
-    python bench/coding_consistency.py --checkpoint ... --device cuda --no-fix    # the state before the fix
+    python bench/coding_consistency.py --checkpoint ... --device cuda --no-fix    # without the deterministic kernels
 
 On GPU, the hyperprior's entropy parameters computed by compress and again by decompress can differ
-(non-deterministic cuDNN kernels, TF32), and the range decoder then desynchronises (CompressAI issue #54:
+(non-deterministic cuDNN kernels, TF32), and the range decoder then desynchronises (https://github.com/InterDigitalInc/CompressAI/issues/54:
 garbage or NaN PSNR on a few images). `robust_nic.coding.code` runs with deterministic kernels and checks
 that the decoder's latents equal the encoder's. Per photo this prints:
 - self-check failures: repeats where the decoded symbols or latents differ from the encoded ones;

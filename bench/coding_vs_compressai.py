@@ -1,4 +1,4 @@
-"""Clean evaluation's coding vs CompressAI's evaluator, per image, side by side (issue 13 target 3: <= 1.05).
+"""Clean evaluation's coding vs CompressAI's evaluator, per image, side by side (target: <= 1.05).
 
     python bench/coding_vs_compressai.py [--checkpoint CKPT] [--arch A --quality Q] [--threads 1] [--repeats 7]
 

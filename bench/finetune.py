@@ -10,9 +10,9 @@ weight) and (3) with the fast recipe (experiment=finetune_fast; one row per --fa
 real train.py job. For the codec before and after each, on the held-out sample
 photos: delta_psnr under chen2023 at eps 0.01 (--eval-steps), the random-noise baseline's delta_psnr,
 clean PSNR and bpp (real bitstream); and seconds per training step / seconds of a plain RD step.
-Targets (issue 4): finetuning closes >= half of the gap between attacked and noise delta_psnr while
+Targets: finetuning closes >= half of the gap between attacked and noise delta_psnr while
 clean PSNR drops <= 0.5 dB at equal or lower bpp; the cheap recipe is within 1 dB of the paper
-recipe's robustness at <= 1/5 of its training time. Issue 13 target 4: the fast recipe
+recipe's robustness at <= 1/5 of its training time; the fast recipe
 (experiment=finetune_fast, one PGD step on --fast-ratio of each batch) at <= 1.5x the plain step time and at
 least as robust as the paper recipe with 30 inner steps (--recipes plain,paper,fast --paper-inner 30).
 """
@@ -66,7 +66,7 @@ def codec_overrides(args, checkpoint: str | Path | None) -> list[str]:
 
 def folder(name: str) -> str:
     """A recipe's run folder: `fast@0.4/recon` nested inside `fast@0.4`'s, and `robust-nic bdrate`, which
-    collects runs under a folder, then counted both (session 6's BD-rate did)."""
+    collects runs under a folder, would count both."""
     return name.replace("/", "-")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the benchmarks at real sizes on the lent GPU machine only (device tool):
-#   run(command="bash bench/gpu_bench.sh", carry=[".whl"], timeout_s=560)
+# The benchmarks at real sizes on a CUDA host, from the repository root (about 10 minutes on one H200):
+#   OUT=bench_out bash bench/gpu_bench.sh
 # Trains the default codec (python train.py, on the GPU), then bench/attack.py on the whole held-out
 # photos with the paper's 1001 steps, bench/finetune.py, and a short single-GPU trainer=ddp run.
 set -uo pipefail

@@ -1,6 +1,6 @@
 """Diagnose finetuning on the GPU: finetune a carried checkpoint with the cheap recipe, then evaluate the
 result clean and with noise on cuda AND on cpu, and the codec's forward PSNR, to separate the GPU coding
-path from the weights. For the lent GPU machine (bench/gpu_env.sh first)."""
+path from the weights. For any CUDA host (`source bench/gpu_env.sh` first)."""
 
 import json
 import sys

@@ -1,11 +1,10 @@
-# For the lent GPU machine only (device tool): `source bench/gpu_env.sh` at the start of every device
-# command, with `.whl` in the call's carry. That machine has torch/lightning/etc. but no network and
-# none of compressai, pytorch-msssim, hydra-core, omegaconf, antlr4-python3-runtime: those travel as
-# cp312 wheels in the git-ignored .whl/ (see /work/.library/device/README.md) and go to /tmp/site.
-# Not for CI or a normal checkout: there `pip install -e .` is the way.
-if [ "${GPU_ENV_SKIP_INSTALL:-0}" != 1 ]; then
+# `source bench/gpu_env.sh` at the start of the GPU scripts: prints python, torch, CUDA, CompressAI and the GPUs.
+# On a host where `pip install -e .` was run, that is all it does. On an offline host without the
+# dependencies, put their wheels in the git-ignored .whl/ folder: they are installed into /tmp/site and
+# src/ goes on PYTHONPATH (GPU_ENV_SKIP_INSTALL=1 skips this).
+if [ "${GPU_ENV_SKIP_INSTALL:-0}" != 1 ] && [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "gpu_env: wheel install failed (is .whl carried?)" >&2; return 1 2>/dev/null || exit 1; }
+    || { echo "gpu_env: installing the wheels of .whl/ failed" >&2; return 1 2>/dev/null || exit 1; }
   export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1

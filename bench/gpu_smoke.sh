@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU smoke test for the lent GPU machine only (device tool):
-#   run(command="bash bench/gpu_smoke.sh", carry=[".whl"], timeout_s=300)
+# GPU smoke test for a CUDA host, from the repository root (a few minutes):
+#   OUT=smoke_out bash bench/gpu_smoke.sh
 # (a) trains the tiny default codec on the GPU (train.py, with a step timer attached from outside),
 # (b) evaluates the checkpoint under a 20-step PGD attack on the GPU, (c) prints time per training
 # step, measured, next to the progress bar's rate and the log's fit time.

@@ -22,7 +22,7 @@ from robust_nic.reconstruction import rounded_reconstruction
 
 CANDIDATES = {
     "noise": {"name": "noise"},
-    "pgd x2 ste, eps/4 steps (old default)": {"name": "pgd", "steps": 2, "proxy": "ste", "alpha": 0.0025},
+    "pgd x2 ste, eps/4 steps": {"name": "pgd", "steps": 2, "proxy": "ste", "alpha": 0.0025},
     "pgd x2 ste": {"name": "pgd", "steps": 2, "proxy": "ste"},
     "pgd x2 skip (finetune_cheap)": {"name": "pgd", "steps": 2, "proxy": "skip"},
     "pgd x4 skip": {"name": "pgd", "steps": 4, "proxy": "skip"},

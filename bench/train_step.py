@@ -1,4 +1,4 @@
-"""Training step of train.py vs a plain PyTorch loop doing the same math (issue 13 target 1: <= 1.10).
+"""Training step of train.py vs a plain PyTorch loop doing the same math (target: <= 1.10).
 
     python bench/train_step.py [--models tiny bmshj2018_hyperprior] [--batches 30] [--threads 1]
 

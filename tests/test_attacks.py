@@ -49,7 +49,7 @@ def photo() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def codec(small_codec) -> ScaleHyperprior:
-    """The session's small trained codec (tests/conftest.py), with finer latent quantization (the same
+    """The test run's small trained codec (tests/conftest.py), with finer latent quantization (the same
     unquantized function): an 8-bit-sized perturbation should flip some roundings."""
     model = copy.deepcopy(small_codec)
     with torch.no_grad():

@@ -17,7 +17,8 @@ import torch
 from conftest import FAST, ROOT, compose_config, logging_restored
 from lightning.pytorch.callbacks import Callback
 
-from robust_nic.resume import TrainingStopped
+from robust_nic.cli import end_as_signalled
+from robust_nic.resume import TrainingStopped, stored_step
 from robust_nic.trackers import read_logged_rows
 from robust_nic.training import train
 
@@ -46,9 +47,9 @@ def rows(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "attempt" and v != ""} for row in read_logged_rows(run_dir)]
 
 
-def assert_same_run(resumed: Path, uninterrupted: Path) -> None:
+def assert_same_run(resumed: Path, uninterrupted: Path, steps: int = 8) -> None:
     a, b = stored(resumed / "checkpoints" / "last.ckpt"), stored(uninterrupted / "checkpoints" / "last.ckpt")
-    assert a["global_step"] == b["global_step"] == 8
+    assert a["global_step"] == b["global_step"] == steps
     assert same(a["state_dict"], b["state_dict"]), "weights differ"
     assert same(a["optimizer_states"], b["optimizer_states"]), "optimizer states differ"
     assert same(a["lr_schedulers"], b["lr_schedulers"])
@@ -107,41 +108,81 @@ def test_a_periodic_checkpoint_bounds_what_a_kill_loses(tmp_path, photo_dir):
     assert stored(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 5
 
 
+def test_a_stopped_run_exits_128_plus_the_signal_after_a_launchers_handler_ran():
+    """A job script requeues on status 138 (SIGUSR1); a launcher's own handler (submitit's requeue on SIGUSR2)
+    still runs first."""
+    called = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: called.append(signum))
+    try:
+        with pytest.raises(SystemExit) as ended:
+            end_as_signalled("SIGUSR2")
+        assert ended.value.code == 128 + signal.SIGUSR2 and called == [signal.SIGUSR2]
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        with pytest.raises(SystemExit) as ended:
+            end_as_signalled("SIGUSR1")  # the default action would kill the process: exit instead
+        assert ended.value.code == 138
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 def run_train_process(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+def reached(run: subprocess.Popen, last: Path, step: int, timeout: float = 300) -> bool:
+    """Wait until the running job's last.ckpt holds `step` batches (saved after every batch here)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and run.poll() is None:
+        if last.is_file() and stored_step(last)[0] >= step:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def chaos(tmp_path: Path, photo_dir: Path, extra: list[str], seed: int) -> None:
-    """Kill the run at random moments with mixed signals (SIGKILL included), re-run the same command each
+    """Kill the run at random moments with mixed signals (SIGKILL included): once during start-up, then at a
+    random point of a random later batch (mid-batch, mid-save, mid-validation), re-run the same command each
     time until it finishes, and compare with the uninterrupted run."""
-    overrides = [*RUN, f"data.root={photo_dir}", "trainer.max_steps=8", "checkpoint.every_minutes=0",
+    steps = 12  # room for five kills after start-up
+    overrides = [*RUN, f"data.root={photo_dir}", f"trainer.max_steps={steps}", "checkpoint.every_minutes=0",
                  "threads=1", *extra]  # fmt: skip
     with logging_restored():
         whole = run_train_process(tmp_path / "whole", overrides)
         assert whole.wait(timeout=300) == 0, whole.stderr.read()
     moments = random.Random(seed)
     signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1, signal.SIGINT, signal.SIGKILL]
-    kills, mid_training = 0, 0
+    kills, mid_training, done = 0, 0, 0
     last = tmp_path / "chaos" / "checkpoints" / "last.ckpt"
     for signum in signals:
         run = run_train_process(tmp_path / "chaos", overrides)
-        time.sleep(moments.uniform(4.0, 12.0))  # start-up is ~4 s: some kills land in training, some before
+        if kills == 0:
+            time.sleep(moments.uniform(0.5, 3.0))  # start-up: no checkpoint yet
+        else:
+            target = min(done + moments.randint(1, 2), steps - 1)
+            if not reached(run, last, target):
+                break
+            time.sleep(moments.uniform(0.0, 0.4))  # somewhere in the next batch, its save or a validation
+            mid_training += run.poll() is None
         if run.poll() is not None:
             break
-        mid_training += last.is_file() and 0 < stored(last)["global_step"] < 8
         run.send_signal(signum)
         kills += 1
         code = run.wait(timeout=300)
         if signum == signal.SIGKILL:
             assert code == -signal.SIGKILL
-        else:
-            assert code in (0, 130, 128 + signum, -signum), run.stderr.read()
+        done = stored_step(last)[0] if last.is_file() else 0
+        if signum != signal.SIGKILL and code == -signum:
+            assert done == steps, run.stderr.read()  # the signal came after training, during shut-down
+        elif signum != signal.SIGKILL:
+            assert code in (0, 130, 128 + signum), run.stderr.read()  # stopped: 128 + N, as a job script expects
+        if done >= steps - 1:
+            break
     final = run_train_process(tmp_path / "chaos", overrides)
     assert final.wait(timeout=300) == 0, final.stderr.read()
     assert kills >= 4 and mid_training >= 2, (kills, mid_training)
-    assert_same_run(tmp_path / "chaos", tmp_path / "whole")
+    assert_same_run(tmp_path / "chaos", tmp_path / "whole", steps)
 
 
 @pytest.mark.slow

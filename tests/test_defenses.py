@@ -50,7 +50,7 @@ def crops(image: torch.Tensor, n: int, h: int, w: int, seed: int) -> torch.Tenso
 
 @pytest.fixture(scope="module")
 def codec(small_codec):
-    """A copy of the session's small trained codec (tests/conftest.py): gradient tests here backpropagate
+    """A copy of the test run's small trained codec (tests/conftest.py): gradient tests here backpropagate
     into its parameters, which must not reach the other test files."""
     return copy.deepcopy(small_codec)
 

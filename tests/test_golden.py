@@ -1,7 +1,7 @@
 """Golden regression: evaluate.py's metrics.json for a fixed codec, image, attack and seed.
 
 Silent numeric drift (a metric, the coder, the attack, the budget) fails here. After a deliberate change,
-regenerate and review the diff of tests/expected/golden_metrics.json:
+regenerate and check the diff of tests/expected/golden_metrics.json:
 
     ROBUST_NIC_REGENERATE_GOLDEN=1 python -m pytest tests/test_golden.py
 
@@ -44,7 +44,7 @@ def test_evaluation_matches_the_golden_metrics(tmp_path):
     metrics = comparable(evaluate(compose_config("evaluate", OVERRIDES), tmp_path))
     if os.environ.get("ROBUST_NIC_REGENERATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        pytest.skip(f"regenerated {GOLDEN}; review its diff")
+        pytest.skip(f"regenerated {GOLDEN}; check its diff")
     expected = json.loads(GOLDEN.read_text())
     assert sorted(metrics) == sorted(expected), "metric keys changed: regenerate if deliberate (see docstring)"
     drifted = {}

@@ -131,7 +131,7 @@ def test_bdrate_says_why_it_cannot_compare(tmp_path, capsys, case, expected):
         test = rd_family(tmp_path, "robust", [(0.3, 28.0)])
     elif case == "no overlap":
         test = rd_family(tmp_path, "robust", [(2.0, 40.0), (3.0, 44.0)])
-    elif case == "nested run":  # another recipe's run kept inside q1's folder (session 6's BD-rate counted one)
+    elif case == "nested run":  # another recipe's run kept inside q1's folder (a BD-rate would count it as a third point)
         test = rd_family(tmp_path, "robust", [(0.25, 27.5), (0.45, 30.5)])
         fake_run(tmp_path / "robust" / "q1" / "recon", ["model.quality=1"], CLEAN | {"test/clean/bpp": 0.3})
     else:

@@ -1,5 +1,5 @@
 """Runs never lose work: failed starts, resumes, logs across attempts, one owner per run directory,
-output locations checked first, and interrupts that say how to continue (issue 11)."""
+output locations checked first, and interrupts that say how to continue."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_a_failed_start_saves_nothing_and_the_run_resumes_by_its_training(
 ):
     ckpts = trained_run / "checkpoints"
     last = (ckpts / "last.ckpt").read_bytes()
-    # A mistyped ckpt_path is a user error before any work (it used to write an untrained interrupted.ckpt).
+    # A mistyped ckpt_path is a user error before any work (it must not write an untrained interrupted.ckpt).
     with pytest.raises(ConfigError, match="ckpt_path=.*no such file"):
         run_train(trained_run, photo_dir, f"ckpt_path={ckpts / 'lats.ckpt'}")
     # A crash before the first batch (here in on_train_start) saves nothing either: not in a fresh run
@@ -109,7 +109,7 @@ def test_a_finished_run_says_so_and_changes_nothing(trained_run, photo_dir, capl
     assert "already trained 4 batches = trainer.max_steps" in caplog.text
     assert "raise trainer.max_steps to continue" in caplog.text
     assert (trained_run / "checkpoints" / "last.ckpt").read_bytes() == last
-    assert sorted(p.name for p in (trained_run / "csv").iterdir()) == ["attempt_1"]
+    assert sorted(p.name for p in (trained_run / "csv").iterdir()) == ["attempt_1", "attempt_1_start.txt"]  # no new attempt
 
 
 def test_resumed_run_keeps_the_rows_of_every_attempt(trained_run, photo_dir):
@@ -138,7 +138,7 @@ def test_blocked_checkpoint_folder_fails_before_training(tmp_path, photo_dir):
 def test_a_checkpoint_of_the_old_step_count_is_refused_with_what_to_do(trained_run, photo_dir):
     ckpts = trained_run / "checkpoints"
     old = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
-    old["global_step"] = 8  # 4 batches, counted twice (network and aux optimizer) before this version
+    old["global_step"] = 8  # 4 batches, counted twice (network and aux optimizer), as older checkpoints did
     del old["hyper_parameters"]["steps_per_batch"]
     torch.save(old, ckpts / "last.ckpt")
     before = sorted(p.name for p in ckpts.iterdir())

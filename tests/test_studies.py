@@ -97,7 +97,7 @@ def test_fit_perturbation_crops_tiles_and_resizes():
 @pytest.mark.parametrize("fit", ["crop", "resize"])
 def test_transferred_perturbation_keeps_the_budget_on_its_target(fit):
     """A perturbation concentrated in the centre of a large source is 4x stronger on a small target's
-    centre crop (28 dB instead of 40 dB before the fix); on the target it must still satisfy the budget."""
+    centre crop (28 dB instead of 40 dB unprojected); on the target it must still satisfy the budget."""
     eps = 0.01  # rms, i.e. psnr_in >= 40 dB
     budget = Budget("rms", eps=eps)
     source = torch.from_numpy(photo("coffee.png")[:64, :64].copy()).permute(2, 0, 1)[None].float() / 255

@@ -20,7 +20,7 @@ def restore_threads():
 
 def test_threads_setting_wins_then_omp_then_all_cores(monkeypatch, caplog):
     logger = logging.getLogger("robust_nic")
-    # An in-process Hydra job earlier in the session may have reconfigured logging; listen directly.
+    # An in-process Hydra job earlier in the test run may have reconfigured logging; listen directly.
     monkeypatch.setattr(logger, "disabled", False)
     logger.addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="robust_nic")

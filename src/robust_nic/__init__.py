@@ -1,3 +1,3 @@
 """robust-nic: adversarial robustness of learned image codecs."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

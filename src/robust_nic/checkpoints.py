@@ -23,7 +23,7 @@ def write_partial(trainer, path: Path) -> Path:
     """trainer.save_checkpoint into `path`.partial, flushed to disk. Collective under DDP (every rank
     calls it; rank 0 writes)."""
     partial = Path(path).with_name(Path(path).name + ".partial")
-    trainer.save_checkpoint(partial)
+    trainer.save_checkpoint(partial, weights_only=False)  # the full training state, for resuming
     if trainer.is_global_zero:
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())

@@ -53,12 +53,13 @@ def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int |
 
 
 def end_as_signalled(name: str) -> None:
-    """After saving, end as the signal would have ended the process: its handler from before training
-    runs (a cluster launcher's requeue, e.g. submitit's on SIGUSR2), or the default action (exit 128+N)."""
+    """After saving, end as the signal would have ended the process: a handler installed before training
+    runs (a cluster launcher's requeue, e.g. submitit's on SIGUSR2); then, or without one, exit 128+N (the
+    status a shell reports for a process the signal killed, so a job script can requeue on it)."""
     import signal
 
     signum = signal.Signals[name]
-    if signum != signal.SIGINT:
+    if callable(signal.getsignal(signum)) and signum != signal.SIGINT:
         signal.raise_signal(signum)
     sys.exit(128 + int(signum))
 

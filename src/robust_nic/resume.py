@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from robust_nic.checkpoints import save_atomically
 from robust_nic.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class SaveOnInterrupt(Callback):
         existing = most_trained(run_checkpoints(self.ckpt_dir))
         if step > 0 and (existing is None or step > existing.batches):
             try:
-                trainer.save_checkpoint(self.ckpt_dir / INTERRUPTED)
+                save_atomically(trainer, self.ckpt_dir / INTERRUPTED)
                 existing = ResumePoint(self.ckpt_dir / INTERRUPTED, step)
             except Exception as err:  # never hide the original error behind this one
                 log.error("could not save %s: %s", self.ckpt_dir / INTERRUPTED, err)

@@ -1,7 +1,8 @@
 """How many CPU threads torch uses: a visible setting, printed at start.
 
 Torch's default (all cores) is right for one job alone; with other jobs on the same cores its threads
-spin-wait for each other (issue 13: 0.2 vs 3.2 batches/s on 2 cores shared with other jobs). Parallel
+spin-wait for each other (bench/results/threads_cpu.json: two jobs side by side on 2 cores made 0.59
+batches/s in total with torch's default threads, 11.66 with threads=1 each). Parallel
 jobs on one machine should use `threads=1` each, or OMP_NUM_THREADS=1 for a whole sweep.
 """
 

@@ -30,7 +30,7 @@ def as_decoded(x_hat: torch.Tensor) -> torch.Tensor:
     """The proxy's output as the real decoder delivers it: clamped to [0, 1].
 
     Unclamped, effort spent pushing pixels beyond [0, 1] scored but was thrown away by the decoder.
-    Measured on 3 held-out photos (bench/results/README.md, session 4): +0.10 dB delta_psnr for pgd,
+    Measured on 3 held-out photos (bench/results/objective_clamp_cpu.json): +0.10 dB delta_psnr for pgd,
     +0.12 dB for chen2023; a straight-through clamp (gradient also outside [0, 1]) was no stronger.
     """
     return x_hat.clamp(0, 1)

@@ -48,7 +48,7 @@ def evaluation_runs(paths: list[str], side: str) -> list[Run]:
         outer = [other for other in runs if other is not run and other.path.resolve() in run.path.resolve().parents]
         if outer:
             # A folder counts every run inside it: another recipe's run kept inside this one's folder would
-            # silently bend the curve (session 6's BD-rate counted one).
+            # silently bend the curve (a nested run is one more point).
             raise BDRateError(
                 f"--{side}: run {run.path} lies inside run {outer[0].path}; a folder given to bdrate counts every "
                 "run inside it, nested ones too, so move the inner run out of that folder"
