@@ -3,7 +3,7 @@ with a context model (mbt2018, cheng2020) are coded on a CPU copy with `auto`.
 
 CompressAI advises against GPU inference for the autoregressive models: their context model runs once per
 latent pixel, and a bit of difference between the encoder's and the decoder's entropy parameters
-desynchronises the range decoder (CompressAI issues #54, #279, #320). The other codecs are coded on the
+desynchronises the range decoder (a known CompressAI problem on GPUs). The other codecs are coded on the
 accelerator under deterministic kernels (coding.deterministic_kernels). On a CPU-only machine every
 setting codes where the image is, as before.
 """
