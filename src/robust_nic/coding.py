@@ -213,7 +213,7 @@ class EncoderOutputs:
     those outputs and `g_s` skipped (its x_hat is not used): the entropy models, h_s and the context model
     compute exactly what `codec(x)["likelihoods"]` computes, in the same eval-mode way. This holds only
     for the CompressAI forward/compress pairs checked in tests/test_coding.py (the bmshj2018, mbt2018 and
-    cheng2020 families and SimpleVAECompressionModel's); any other codec (or one whose forward or compress is overridden) gets the plain
+    cheng2020 families, SimpleVAECompressionModel's and the rate-indexed -vbr models'); any other codec (or one whose forward or compress is overridden) gets the plain
     full forward.
     """
 
@@ -281,7 +281,9 @@ def _replayable_methods(name: str) -> set:
         waseda.Cheng2020Anchor,
         waseda.Cheng2020Attention,
     )
-    return {getattr(cls, name) for cls in classes}
+    from robust_nic.latent_codecs import VARIABLE_RATE_BASE
+
+    return {getattr(cls, name) for cls in (*classes, VARIABLE_RATE_BASE)}
 
 
 _REPLAYABLE_FORWARDS = _replayable_methods("forward")
