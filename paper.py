@@ -33,11 +33,14 @@ def drive(settings: dict, paper) -> None:
     jobs = paper.build_jobs(settings)
     todo = [j for j in jobs if not paper.finished(settings, j)]
     print(f"paper: {len(jobs)} jobs, {len(jobs) - len(todo)} finished, {len(todo)} to run")
-    missing = paper.missing_inputs(settings)
+    problem = paper.training_set_problem(settings, todo)
+    missing = paper.missing_inputs(settings) + ([problem] if problem else [])
     print(
         "paper: missing: "
         + ("nothing" if not missing else f"{len(missing)} inputs\n  " + "\n  ".join(missing))
     )
+    if problem and not settings["dry_run"]:
+        sys.exit(f"paper: error: {problem}")
     if settings["estimate"]["probe"]:
         seconds = paper.estimate(settings, todo, log=print)
         print(

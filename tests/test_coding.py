@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import photo
 
@@ -186,6 +187,9 @@ SMALL_CHANNELS = {
     "mbt2018-mean": [16, 24],
     "mbt2018": [16, 24],
     "cheng2020-anchor": [16],
+    "cheng2020-checkerboard": [16],
+    "elic2022-official": [16, 40],
+    "elic2022-chandelier": [16, 40],
 }
 
 
@@ -232,3 +236,24 @@ def test_context_model_codecs_are_coded_from_a_contiguous_tensor():
         codec.g_a.register_forward_pre_hook(lambda m, args, record=record: record.append(args[0].is_contiguous()) or None)
         code(codec, x)
     assert seen["mbt2018"] and all(seen["mbt2018"]) and not any(seen["mbt2018-mean"])
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior-vbr", "mbt2018-mean-vbr"])
+def test_variable_rate_codecs_code_at_the_rate_model_quality_selects(arch):
+    """Quality q codes at CompressAI's rate index q - 1: higher quality, more bits; bitstream and estimate agree;
+    the decoded symbols are checked although the decoder adds the means itself."""
+    from robust_nic.codecs import build_codec
+
+    x = torch.from_numpy(photo("coffee.png")[100:228, 200:328]).permute(2, 0, 1)[None].float() / 255
+    torch.manual_seed(0)
+    codec = build_codec(arch, 1, channels=[16, 24])
+    with torch.no_grad():
+        codec.g_a[-1].weight *= 100  # latents of a trained codec's size (untrained ones all round to 0)
+    bpp = {}
+    for quality in (1, 8):
+        codec.use_quality(quality)
+        assert codec.rate_index == quality - 1
+        coded = code(codec, x, update=True)
+        assert abs(coded.bpp.item() - coded.bpp_est.item()) < 0.25 * coded.bpp.item() + 0.05  # untrained: loose
+        bpp[quality] = coded.bpp.item()
+    assert bpp[8] > bpp[1] > 0

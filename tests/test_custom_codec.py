@@ -72,6 +72,7 @@ def test_a_registered_codec_trains_evaluates_attacks_and_exports(user_module, tm
     eval_dir = tmp_path / "eval"
     cfg = compose_config("evaluate", [f"model.checkpoint={checkpoint}", *codec_args, "data=folder",
                                       f"data.root={photo_dir}", "device=cpu", "attack=pgd", "attack.steps=2",
+                                      "eval.allow_training_images=true",  # trained on the same folder
                                       "max_images=1", "save_images=false"])  # fmt: skip
     metrics = evaluate(cfg, eval_dir)
     assert 0 < metrics["test/clean/bpp"] < math.inf and math.isfinite(metrics["test/clean/psnr"])  # 4 batches: high bpp

@@ -9,11 +9,12 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from conftest import photo
+from conftest import compose_config, photo
 from PIL import Image
 
 from robust_nic.data import ImageDataModule, download_kodak, split_files
 from robust_nic.images import ImageError, read_image
+from robust_nic.training import train
 
 
 def test_rgb_photo_reads_in_unit_range(tmp_path):
@@ -95,6 +96,34 @@ def test_kodak_uses_files_already_present(monkeypatch, tmp_path):
     for index in range(1, 25):
         Image.fromarray(photo("coffee.png")[:64, :96]).save(tmp_path / f"kodim{index:02d}.png")
     assert len(split_files({"name": "kodak", "root": str(tmp_path)})["test"]) == 24
+
+
+def test_training_on_kodak_is_refused_before_any_download(monkeypatch, tmp_path):
+    def fail(*args, **kwargs):
+        raise AssertionError("no download expected")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", fail)
+    cfg = compose_config("train", ["data=kodak", f"data.root={tmp_path / 'kodak'}", f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(ImageError, match=r"data=kodak is an evaluation set .* data.train_root=DIR"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "kodak").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_training_folder_beside_kodak_keeps_validation_and_test_apart(monkeypatch, tmp_path, photo_dir):
+    monkeypatch.setattr(urllib.request, "urlretrieve", lambda *a, **k: pytest.fail("no download expected"))
+    for index in range(1, 25):
+        Image.fromarray(photo("coffee.png")[index : index + 64, :96]).save(tmp_path / f"kodim{index:02d}.png")
+    files = split_files({"name": "kodak", "root": str(tmp_path), "train_root": str(photo_dir), "val_fraction": 0.25})
+    assert len(files["test"]) == 24 and all(p.parent == tmp_path for p in files["test"])
+    assert len(files["val"]) == 1 and len(files["train"]) == 3
+    assert not set(files["val"]) & set(files["train"]) and all(p.is_relative_to(photo_dir) for p in files["val"])
+
+
+def test_bundled_photos_train_validation_and_test_are_disjoint():
+    files = split_files(compose_config("train", []).data)
+    names = {split: {p.name for p in paths} for split, paths in files.items()}
+    assert names["val"] == {"motorcycle_right.png"} and names["test"] == {"chelsea.png", "coffee.png", "rocket.jpg"}
+    assert not (names["train"] & names["val"] or names["train"] & names["test"] or names["val"] & names["test"])
 
 
 def test_datamodule_crops_and_whole_images(photo_dir):

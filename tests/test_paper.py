@@ -54,7 +54,8 @@ def test_start_message_lists_missing_weights_kodak_and_an_estimate(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "missing: 5 inputs" in out  # 2 qualities x 2 metrics, and Kodak
+    assert "missing: 6 inputs" in out  # 2 qualities x 2 metrics, Kodak, and a training set
+    assert "training set: the finetuning jobs (finetune-paper" in out and "need train_root=DIR" in out
     hub = tmp_path / "hub" / "hub" / "checkpoints"  # TORCH_HOME/hub
     assert f"weights bmshj2018_hyperprior quality 1 ms_ssim: {hub}" in out
     assert f"weights bmshj2018_hyperprior quality 2 mse: {hub}" in out
@@ -77,6 +78,10 @@ def test_offline_run_writes_the_report_beside_the_paper_and_a_rerun_skips_finish
     assert f"{get(attacked, 'psnr'):.2f} | {get(attacked, 'ms_ssim'):.4f} |" in table.splitlines()[-2]
     assert "not run" in table.splitlines()[-1]  # the finetuning jobs were left out
     assert "paper.md" in (tmp_path / "paper" / "report" / "report.md").read_text()
+    images = json.loads((tmp_path / "paper" / "report" / "images.json").read_text())
+    trained = images["fingerprints"]["trained"]["standin-tiny-mse-q3"]
+    assert images["evaluated"] == ["chelsea.png"] and len(trained) == 6  # 5 training photos, 1 validation
+    assert images["overlap"] == [] and not set(trained) & set(images["fingerprints"]["evaluated"])
 
     results = jobs / "attack-tiny-mse-q3" / "metrics.json"
     before = results.stat().st_mtime_ns
@@ -85,6 +90,15 @@ def test_offline_run_writes_the_report_beside_the_paper_and_a_rerun_skips_finish
     assert "4 jobs, 3 finished, 1 to run" in second.stdout  # only the report is re-built
     assert "paper: run " not in second.stdout
     assert results.stat().st_mtime_ns == before
+
+
+def test_finetuning_without_a_training_set_stops_before_anything_runs(tmp_path):
+    result = run_paper(tmp_path, "models=[tiny]", "losses=[mse]", "focus.model=tiny", "focus.loss=mse",
+                       "pretrained=false", "estimate.probe=false", "kinds=[finetune]")  # fmt: skip
+    assert result.returncode != 0
+    assert "paper: error: training set: the finetuning jobs (finetune-paper" in result.stderr
+    assert "dataset=kodak is the evaluation set and is never trained on" in result.stderr
+    assert not (tmp_path / "paper" / "jobs").exists()
 
 
 def test_a_partial_metrics_file_is_not_finished(tmp_path):

@@ -83,7 +83,15 @@ def import_codec_module(module: str | None) -> None:
         raise CodecError(f"model.module={module} cannot be imported ({err}); is it on PYTHONPATH?") from err
 
 
+# Architectures CompressAI ships that this project cannot run, and why (refused by name, before any work).
+UNSUPPORTED = {
+    "mbt2018-vbr": "its variable-rate autoregressive context model has no quantization proxy here",
+}
+
+
 def codec_spec(arch: str) -> CodecSpec:
+    if arch in UNSUPPORTED:
+        raise CodecError(f"model.arch={arch} is not supported: {UNSUPPORTED[arch]}; use mbt2018-mean-vbr or mbt2018")
     try:
         return CODECS.get(arch).target
     except RegistryError as err:
@@ -140,12 +148,20 @@ def build_codec(
     check_metric(metric)
     check_quality(arch, quality)
     if checkpoint:
-        return load_codec_checkpoint(arch, checkpoint, expected={"quality": quality, "metric": metric})
+        return at_quality(load_codec_checkpoint(arch, checkpoint, expected={"quality": quality, "metric": metric}), quality)
     if pretrained:
-        return load_pretrained_codec(arch, quality, metric)
+        return at_quality(load_pretrained_codec(arch, quality, metric), quality)
     cls = codec_class(arch)
     args = tuple(channels) if channels else codec_spec(arch).configs[quality]
-    return cls(*args)
+    return at_quality(cls(*args), quality)
+
+
+def at_quality(codec: CompressionModel, quality: int) -> CompressionModel:
+    """A variable-rate codec (one with `use_quality`) codes at the rate model.quality selects."""
+    use_quality = getattr(codec, "use_quality", None)
+    if use_quality is not None:
+        use_quality(quality)
+    return codec
 
 
 def real_channels(codec: CompressionModel, arch: str) -> list[int] | None:
@@ -235,7 +251,7 @@ def codec_from_state_dict(arch: str, state_dict: dict, source: str) -> Compressi
     try:
         # from_state_dict infers the channel counts and resizes the entropy-model CDF buffers.
         return cls.from_state_dict(state_dict)
-    except (KeyError, RuntimeError, IndexError) as err:
+    except (KeyError, RuntimeError, IndexError, AttributeError) as err:
         raise CodecError(
             f"{source} does not hold {arch} weights ({type(err).__name__}: {str(err)[:300]}). "
             f"Is it a checkpoint of another architecture? Set model=... (model.arch) to the one it was trained as."
@@ -269,3 +285,7 @@ def resize_entropy_buffers(codec: CompressionModel, state_dict: dict, prefix: st
                 key = f"{prefix}{name}.{buffer_name}"
                 if key in state_dict and state_dict[key].shape != buffer.shape:
                     buffer.resize_(state_dict[key].shape)
+
+
+# The latent-codec API codecs (ELIC, checkerboard) and the variable-rate ones register themselves.
+from robust_nic import latent_codecs  # noqa: E402, F401

@@ -25,8 +25,10 @@ from robust_nic.images import (
     usable_images,
 )
 
-# scikit-image ships these colour photos inside its wheel (no download).
+# scikit-image ships these colour photos inside its wheel (no download): training, validation and test
+# photos are three disjoint sets.
 SAMPLE_TRAIN = ("astronaut.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg")
+SAMPLE_VAL = ("motorcycle_right.png",)
 SAMPLE_HELDOUT = ("chelsea.png", "coffee.png", "rocket.jpg")
 
 KODAK_URL = "https://r0k.us/graphics/kodak/kodak/kodim{:02d}.png"
@@ -81,33 +83,57 @@ def split_files(cfg: Mapping) -> dict[str, list[Path]]:
     return files
 
 
+def check_training_source(cfg: Mapping) -> None:
+    """Refuse, before anything is downloaded or read, to train on an evaluation set."""
+    if cfg.get("name") == "kodak" and not cfg.get("train_root"):
+        raise ImageError(
+            "data=kodak is an evaluation set (its 24 images are the test images): give a training folder with "
+            "data.train_root=DIR (e.g. CLIC, DIV2K or Flickr2K), validating and testing on Kodak, or train on "
+            "data=folder data.root=DIR"
+        )
+
+
 def whole_image_limit(cfg: Mapping) -> int:
     return int(cfg.get("max_pixels") or MAX_PIXELS)
 
 
 def _split_files(cfg: Mapping) -> dict[str, list[Path]]:
+    """The source's own split, or with data.train_root: training on that folder, validation on
+    data.val_root or else a held-out fraction of train_root, test on the source (never a validation image:
+    validation picks the best checkpoint)."""
+    files = _source_split(cfg)
+    if cfg.get("train_root"):
+        train, val = _train_and_val(cfg, _usable(find_images(cfg["train_root"]), cfg["train_root"]))
+        files = {"train": train, "val": val, "test": files["test"]}
+    return files
+
+
+def _train_and_val(cfg: Mapping, files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """data.val_root's images, or a deterministic data.val_fraction of `files` (at least one) held out."""
+    if cfg.get("val_root"):
+        return files, _usable(find_images(cfg["val_root"]), cfg["val_root"])
+    shuffled = files[:]
+    random.Random(0).shuffle(shuffled)
+    count = max(1, round(len(files) * float(cfg.get("val_fraction", 0.1))))
+    return sorted(shuffled[count:]) or sorted(shuffled[:count]), sorted(shuffled[:count])
+
+
+def _source_split(cfg: Mapping) -> dict[str, list[Path]]:
     kind = cfg["name"]
     if kind == "samples":
         train = sample_photos(cfg.get("train_photos") or SAMPLE_TRAIN)
+        val = sample_photos(cfg.get("val_photos") or SAMPLE_VAL)
         heldout = sample_photos(cfg.get("heldout_photos") or SAMPLE_HELDOUT)
-        return {"train": train, "val": heldout, "test": heldout}
+        return {"train": train, "val": val, "test": heldout}
     if kind == "kodak":
         root = download_kodak(cfg["root"])
         files = _usable(find_images(root), root)
-        return {"train": files, "val": files, "test": files}
+        return {"train": [], "val": files, "test": files}  # an evaluation set: see check_training_source
     if kind == "folder":
         if not cfg.get("root"):
             raise ImageError("data=folder needs data.root=DIR (a folder of png/jpg/webp images)")
         files = _usable(find_images(cfg["root"]), cfg["root"])
-        if cfg.get("val_root"):
-            val = _usable(find_images(cfg["val_root"]), cfg["val_root"])
-            train = files
-        else:
-            # Hold out a deterministic fraction for validation (at least one image).
-            shuffled = files[:]
-            random.Random(0).shuffle(shuffled)
-            count = max(1, round(len(files) * float(cfg.get("val_fraction", 0.1))))
-            val, train = sorted(shuffled[:count]), sorted(shuffled[count:]) or sorted(shuffled[:count])
+        train, val = _train_and_val(cfg, files)
         test = _usable(find_images(cfg["test_root"]), cfg["test_root"]) if cfg.get("test_root") else files
         return {"train": train, "val": val, "test": test}
     raise ImageError(f"unknown data source {kind!r}; choose data=samples, data=folder or data=kodak")

@@ -75,7 +75,8 @@ def build_jobs(cfg, log=print) -> list[Job]:
     evaluate = [str(ROOT / "evaluate.py")]
     train = [str(ROOT / "train.py")]
     common = [f"data={cfg['dataset']}", *(cfg.get("common") or [])]
-    train_common = [f"data={cfg['dataset']}", *(cfg.get("train_common") or [])]
+    train_root = [f"data.train_root={cfg['train_root']}"] if cfg.get("train_root") else []
+    train_common = [f"data={cfg['dataset']}", *train_root, *(cfg.get("train_common") or [])]
     out = Path(cfg["out"]) / "jobs"
     standins: dict[tuple, str] = {}  # (model, loss, quality) -> the stand-in job's checkpoint
 
@@ -299,6 +300,49 @@ def build_jobs(cfg, log=print) -> list[Job]:
     return [j for j in jobs if not kinds or j.kind in kinds]
 
 
+TRAINING_KINDS = ("standin", "finetune")
+EVALUATION_SETS = ("kodak",)  # datasets without a training split of their own
+
+
+def training_set_problem(cfg, jobs: list[Job]) -> str | None:
+    """What stops the training jobs among `jobs`: an evaluation set as dataset without train_root."""
+    training = [j.id for j in jobs if j.kind in TRAINING_KINDS]
+    if training and cfg["dataset"] in EVALUATION_SETS and not cfg.get("train_root"):
+        return (
+            f"training set: the finetuning jobs ({', '.join(training[:3])}{', ...' if len(training) > 3 else ''}) "
+            f"need train_root=DIR, a folder of training images (e.g. DIV2K/train or CLIC); dataset={cfg['dataset']} "
+            "is the evaluation set and is never trained on. Or leave them out: kinds=[attack,noise,...]"
+        )
+    return None
+
+
+def image_manifest(cfg) -> dict:
+    """The images each training job trained and validated on (its checkpoint's fingerprints) beside the
+    evaluated images (the test split every evaluation job reads), and their overlap (empty unless a job
+    was told eval.allow_training_images=true)."""
+    from omegaconf import OmegaConf
+
+    from robust_nic.data import split_files
+    from robust_nic.fingerprints import SPLITS, checkpoint_fingerprints, fingerprints
+
+    # Read directly (this runs inside a Hydra app): the dataset's test split, as far as the jobs read it.
+    data = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / f"{cfg['dataset']}.yaml"), resolve=True)
+    evaluated = fingerprints(split_files(data)["test"][: images(cfg)])
+    trained: dict[str, dict[str, str]] = {}
+    for job in build_jobs(cfg, log=lambda _: None):
+        checkpoint = job_dir(cfg, job.id) / "checkpoints" / "last.ckpt"
+        recorded = checkpoint_fingerprints(checkpoint) if job.kind in TRAINING_KINDS else None
+        if recorded:
+            trained[job.id] = {digest: name for split in SPLITS for digest, name in recorded.get(split, {}).items()}
+    seen = {digest for images in trained.values() for digest in images}
+    return {
+        "evaluated": sorted(evaluated.values()),
+        "trained": {job: sorted(images.values()) for job, images in trained.items()},
+        "overlap": sorted(evaluated[d] for d in evaluated if d in seen),
+        "fingerprints": {"evaluated": evaluated, "trained": trained},
+    }
+
+
 def focus_weights(cfg) -> Path | None:
     """The focus codec's pretrained file in the torch hub cache (None for stand-ins)."""
     from robust_nic.codecs import pretrained_path, pretrained_url
@@ -463,6 +507,7 @@ def write_paper_report(cfg) -> Path:
         print("paper: robust-nic report failed; paper.md is still written", file=sys.stderr)
     report.mkdir(parents=True, exist_ok=True)
     (report / "paper.md").write_text(comparison_markdown(cfg))
+    (report / "images.json").write_text(json.dumps(image_manifest(cfg), indent=2, sort_keys=True) + "\n")
     link = "\n\nThe paper's numbers beside ours: [paper.md](paper.md)\n"
     for page in ("report.md", "report.html"):
         path = report / page

@@ -8,10 +8,15 @@
     "skip"       smooth_reconstruction(codec, x)            yes                   none (not rates)
 
 "ste", "noise" and "skip" are proxies of the quantization: differentiable stand-ins applied to a frozen
-codec. In eval() CompressAI rounds the latents, so d x_hat / d x is exactly zero. Patching `quantize`
-of every entropy module (instead of flipping `training`) also covers mbt2018 and cheng2020, whose
-forward picks the mode from the model's own `training` flag, and any wrapper module (defenses) that
-contains a codec. `Surrogate` keeps one proxy active over many forwards (the attack loop).
+codec. In eval() CompressAI rounds the latents, so d x_hat / d x is exactly zero. `patched_quantize` is the
+one dispatcher, for both layouts:
+- classic (entropy_bottleneck / gaussian_conditional): `quantize` of every entropy module is patched
+  (instead of flipping `training`), which also covers mbt2018 and cheng2020, whose forward picks the mode
+  from the model's own `training` flag, and any wrapper module (defenses) that contains a codec;
+- latent codecs (ELIC, checkerboard) and the variable-rate models round their latents with
+  `compressai.ops.quantize_ste` called from their own modules (and the checkerboard one-pass forward with
+  its `quantize`): those are redirected too while the block runs.
+`Surrogate` keeps one proxy active over many forwards (the attack loop).
 """
 
 from __future__ import annotations
@@ -78,11 +83,46 @@ def entropy_modules(module: nn.Module) -> list[EntropyModel]:
     return [m for _, m in module.named_modules() if isinstance(m, EntropyModel)]
 
 
+def _ste_call_sites(module: nn.Module) -> list:
+    """The Python modules whose `quantize_ste` rounds latents of `module` (none for the classic layout)."""
+    from compressai.latent_codecs import LatentCodec, checkerboard, gaussian_conditional, hyper
+    from compressai.models import vbr
+
+    sites = []
+    if any(isinstance(m, LatentCodec) for m in module.modules()):
+        sites += [checkerboard, gaussian_conditional, hyper]
+    if any(isinstance(m, vbr.ScaleHyperpriorVbr) for m in module.modules()):
+        sites.append(vbr)
+    return sites
+
+
+@contextlib.contextmanager
+def _patched_ste(module: nn.Module, replacement) -> Iterator[None]:
+    """`quantize_ste(x)` (rounding of centred latents) -> `replacement(x)` in the latent-codec layout."""
+    from compressai.latent_codecs import CheckerboardLatentCodec
+
+    sites = _ste_call_sites(module)
+    saved = [(site, site.quantize_ste) for site in sites]
+    checkerboards = [m for m in module.modules() if isinstance(m, CheckerboardLatentCodec)]
+    for site in sites:
+        site.quantize_ste = lambda x, *_: replacement(x, None)
+    for m in checkerboards:
+        m.quantize = lambda y, _m=m: replacement(y, None)
+    try:
+        yield
+    finally:
+        for site, original in reversed(saved):
+            site.quantize_ste = original
+        for m in checkerboards:
+            m.__dict__.pop("quantize", None)
+
+
 @contextlib.contextmanager
 def patched_quantize(
     module: nn.Module, proxy: str, generator: torch.Generator | None = None
 ) -> Iterator[None]:
-    """Inside the block, the latent quantization of every entropy module in `module` follows `proxy`.
+    """Inside the block, the latent quantization of every entropy module in `module` follows `proxy`,
+    and so does the latent codecs' own rounding (`quantize_ste`).
 
     Both "noise" and "dequantize" modes are redirected, so the codec's train/eval flag does not matter;
     "symbols" (real coding) is left alone. The instance attributes are removed again on exit.
@@ -105,7 +145,8 @@ def patched_quantize(
         saved.append((entropy_module, own))
         entropy_module.quantize = quantize
     try:
-        yield
+        with _patched_ste(module, replacement):
+            yield
     finally:
         for entropy_module, own in reversed(saved):
             if own is None:

@@ -16,7 +16,7 @@ from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.attacks.factory import variant as attack_variant
 from robust_nic.checkpoints import LAST, StopRequested
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings, write_json
-from robust_nic.data import ImageDataModule
+from robust_nic.data import ImageDataModule, check_training_source
 from robust_nic.module import CodecModule
 from robust_nic.resume import ResumePoint, TrainingStopped, resume_command, resume_point
 from robust_nic.run_dir import check_writable
@@ -63,6 +63,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     settings = resolve(cfg)
     settings["attack"] = with_defaults(settings.get("attack"))
     check_precision(settings["trainer"])
+    check_training_source(settings["data"])
     # Before any work: the outputs can be written, and where training continues from.
     run_dir = Path(run_dir)
     start = resume_point(settings.get("ckpt_path"), run_dir / "checkpoints")

@@ -103,6 +103,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     sources = attack_sources(settings, codec, defense)
     evaluation = Evaluation(settings, codec, defense, attack, budgets, sources, files, run_dir)
     max_pixels = whole_image_limit(settings["data"])
+    provenance = {"training_images": inputs.training_images}
 
     rows: list[dict] = []
     skipped: list[str] = []
@@ -126,11 +127,11 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     except BaseException as err:
         reason = str(err) if isinstance(err, NonFiniteError) else f"stopped by {type(err).__name__}: {err}"
         finished = [r for r in rows if r["image"] not in nonfinite_images(rows)]
-        write_json(results_summary(finished, budgets, skipped) | {"partial": True, "partial_reason": reason},
-                   run_dir / "metrics.json")  # fmt: skip
+        write_json(results_summary(finished, budgets, skipped) | provenance
+                   | {"partial": True, "partial_reason": reason}, run_dir / "metrics.json")  # fmt: skip
         raise
 
-    metrics = results_summary(rows, budgets, skipped)
+    metrics = results_summary(rows, budgets, skipped) | provenance
     warn_capped(rows)
     write_json(metrics, run_dir / "metrics.json")
     name = f"{settings['model']['name']}-q{settings['model']['quality']}"

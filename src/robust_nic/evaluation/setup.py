@@ -18,6 +18,7 @@ from robust_nic.config import ConfigError, codec_from_settings, resolve, save_se
 from robust_nic.data import split_files, whole_image_limit
 from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
 from robust_nic.evaluation.metric_keys import attack_budgets
+from robust_nic.fingerprints import training_image_check
 from robust_nic.images import read_image
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class EvalInputs:
     codecs: dict[str, CompressionModel]  # label -> codec; the model.* codec comes first
     files: list[Path]  # the test images (the first max_images of the test split)
     images: list[tuple[str, torch.Tensor]] | None = None  # (file name, 1x3xHxW in [0,1] on device)
+    training_images: str = ""  # whether a test image was trained on (metrics.json's training_images)
 
     @property
     def study(self) -> dict:
@@ -77,13 +79,30 @@ def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True) -> EvalInp
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
     files = test_files(settings)  # first: a bad image list stops the run before any work
+    training_images = training_image_check(
+        settings["model"], checkpoint_paths(settings), files, bool(eval_settings(settings)["allow_training_images"])
+    )
     codecs = load_codecs(settings, device)
     save_settings(settings, run_dir)  # after loading: with the channels the checkpoints really hold
-    inputs = EvalInputs(settings, device, codecs, files)
+    inputs = EvalInputs(settings, device, codecs, files, training_images=training_images)
     if read_images:
         max_pixels = whole_image_limit(settings["data"])
         inputs.images = [(path.name, read_image(path, max_pixels)[None].to(device)) for path in files]
     return inputs
+
+
+EVAL_DEFAULTS = {"allow_training_images": False, "batch_size": 1}
+
+
+def eval_settings(settings: dict) -> dict:
+    return EVAL_DEFAULTS | (settings.get("eval") or {})
+
+
+def checkpoint_paths(settings: dict) -> list[str]:
+    """model.checkpoint and study.codecs: every checkpoint an evaluation or study measures."""
+    study = settings.get("study") or {}
+    paths = [settings["model"].get("checkpoint"), *(study.get("codecs") or [])]
+    return [str(p) for p in paths if p]
 
 
 def load_codecs(settings: dict, device: torch.device) -> dict[str, CompressionModel]:

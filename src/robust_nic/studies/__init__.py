@@ -1,4 +1,4 @@
-"""Studies run by `python evaluate.py study=NAME`: recompression, transfer, noise.
+"""Studies run by `python evaluate.py study=NAME`: recompression, transfer, noise, latents, architectures.
 
 Each is one module that registers its run function and options with `@STUDIES.register(NAME, options=...)`
 and writes CSV tables, figures, a flat metrics.json and a study.json manifest (read by the report).
@@ -17,7 +17,7 @@ from robust_nic.config import ConfigError
 from robust_nic.registry import Registry, RegistryError
 
 STUDIES = Registry("study")
-STUDY_MODULES = ("latents", "noise", "recompression", "transfer")
+STUDY_MODULES = ("architectures", "latents", "noise", "recompression", "transfer")
 
 
 @dataclass(frozen=True)
