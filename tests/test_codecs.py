@@ -205,7 +205,8 @@ def test_new_codec_trains_is_attacked_finetuned_studied_and_defended(name, tmp_p
     checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     evaluation = [*codec_args, f"model.checkpoint={checkpoint}", *data, "device=cpu", "max_images=1",
-                  "save_images=false", "attack.steps=2", "attack.eps=0.01"]  # fmt: skip
+                  "save_images=false", "attack.steps=2", "attack.eps=0.01",
+                  "eval.allow_training_images=true"]  # fmt: skip  (trained on the same folder)
     for attack in ("pgd", "worst_case"):
         metrics = evaluate(compose_config("evaluate", [*evaluation, f"attack={attack}"]), tmp_path / attack)
         assert 0 < metrics["test/clean/bpp"] < 24 and math.isfinite(metrics["test/clean/psnr"]), attack
@@ -240,6 +241,7 @@ def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo
     shared = ["data=folder", f"data.root={photo_dir}", "data.patch_size=64", "data.batch_size=2",
               "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]  # fmt: skip
     overrides = ["experiment=architectures", "data=folder", f"data.root={photo_dir}", "max_images=1",
+                 "eval.allow_training_images=true",  # one small folder to train and evaluate on
                  "attack=pgd", "attack.steps=2", "study.train=[" + ",".join(f"'{o}'" for o in shared) + "]", "~study.variants",
                  "+study.variants={hyperprior: ['model=bmshj2018_hyperprior', 'model.channels=[16,24]'],"
                  "elic: ['model=elic', 'model.channels=[16,40]']}"]  # fmt: skip
