@@ -77,7 +77,7 @@ def yaml_keys(path: Path) -> tuple[str, list[tuple[str, str, str]]]:
         if indent == 0 and key in ("defaults", "hydra"):
             skip_indent, pending = indent, []
             continue
-        description = " ".join(pending + ([match["comment"]] if match["comment"] else []))
+        description = "; ".join(part for part in (" ".join(pending), match["comment"] or "") if part)
         pending = []
         if value == "":  # a mapping: its keys follow
             stack.append((indent, key))

@@ -14,6 +14,7 @@ from compressai.entropy_models import EntropyModel
 from compressai.models import CompressionModel
 from compressai.ops import compute_padding
 
+from robust_nic.coding_device import coder_and_input
 from robust_nic.metrics import to_8bit
 
 PAD_MULTIPLE = 64  # six stride-2 stages in every zoo codec
@@ -296,7 +297,8 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
     The codec is used in eval mode and its mode is restored afterwards. `update=True` rebuilds the
     CDFs (call it once after the weights change; validation does). Coding runs with deterministic
     kernels (`deterministic=False` keeps the process's settings: for measuring what that prevents), and the
-    decoded latents are checked against the encoded ones (CodingMismatchError).
+    decoded latents are checked against the encoded ones (CodingMismatchError). It codes where
+    coding_device says (coding.device); x_hat comes back on x's device.
     """
     if not torch.isfinite(x).all():
         # CompressAI's range coder never returns on NaN latents (measured: a hang); callers that measure
@@ -304,6 +306,8 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
         raise NonFiniteInputError(
             f"{int((~torch.isfinite(x)).sum())} non-finite (NaN/inf) input values: they cannot be entropy-coded"
         )
+    device = x.device
+    codec, x = coder_and_input(codec, x)  # coding.device: a context model codes on a CPU copy (auto)
     was_training = codec.training
     codec.eval()
     try:
@@ -337,7 +341,7 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
                 decode_s = time.perf_counter() - start
                 recorder.phase = "idle"
             recorder.check()
-            x_hat = to_8bit(crop(dec["x_hat"], unpad))
+            x_hat = to_8bit(crop(dec["x_hat"], unpad)).to(device)
             bits = torch.tensor(
                 [sum(len(stream[i]) for stream in enc["strings"]) * 8.0 for i in range(x.shape[0])],
                 dtype=torch.float64,
