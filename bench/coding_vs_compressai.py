@@ -1,6 +1,13 @@
 """Clean evaluation's coding vs CompressAI's evaluator, per image, side by side (target: <= 1.05).
 
     python bench/coding_vs_compressai.py [--checkpoint CKPT] [--arch A --quality Q] [--threads 1] [--repeats 7]
+    python bench/coding_vs_compressai.py --arch elic2022-official --channels 64 96 --json OUT.json
+
+The codecs outside CompressAI's zoo dict (ELIC, the checkerboard Cheng2020) and the variable-rate ones trained
+here (no variable-rate hyper-latent bottleneck, which eval_model's load_checkpoint assumes) are reloaded as
+CompressAI's own class with the same constructor arguments and `load_state_dict` of the exported file; the
+variable-rate ones are coded by eval_model's `inference(model, x, vbr_stage=2, vbr_scale=Gain[rate])`, the
+rate index model.quality selects.
 
 For each held-out sample photo this times, in one process and alternating (ours, theirs, ours, ...):
 - ours: what evaluate.py does per clean image: `robust_nic.coding.code(codec, x)` (8-bit input, pad, compress,
@@ -45,14 +52,41 @@ from robust_nic.images import read_image
 TARGET = 1.05
 
 
+def compressai_class(codec) -> type:
+    """The CompressAI class a registered codec of this project subclasses (or is)."""
+    return next(c for c in type(codec).__mro__ if c.__module__.startswith("compressai."))
+
+
+def their_model(arch: str, codec, path: Path):
+    """(model, inference kwargs) as CompressAI's evaluator holds it: its own class, the exported weights."""
+    vbr = hasattr(codec, "rate_index")
+    if arch in eval_model.architectures and not vbr:
+        return eval_model.load_checkpoint(arch, False, path), {}  # what eval_model's `checkpoint -p` does
+    cls = compressai_class(codec)
+    if vbr:
+        model = cls(codec.N, codec.M, vr_entbttlnck=codec.vr_entbttlnck)
+    elif hasattr(codec, "groups"):  # ELIC
+        model = cls(codec.N, codec.M, groups=codec.groups)
+    else:
+        model = cls(codec.N)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.eval()
+    if not vbr:
+        model.update(force=True)
+        return model, {}
+    scale = torch.abs(model.Gain[codec.rate_index]).detach()
+    model.update(force=True, scale=scale if codec.vr_entbttlnck else None)
+    return model, {"vbr_stage": 2, "vbr_scale": scale}
+
+
 def ours(codec, x: torch.Tensor) -> dict:
     coded = code(codec, x)
     metrics = clean_metrics(x, coded)
     return {"bpp": float(metrics["bpp"][0]), "psnr": float(metrics["psnr"][0]), "x_hat": coded.x_hat[0]}
 
 
-def theirs(model, x: torch.Tensor) -> dict:
-    out = eval_model.inference(model, x)
+def theirs(model, x: torch.Tensor, **vbr) -> dict:
+    out = eval_model.inference(model, x, **vbr)
     return {"bpp": out["bpp"], "psnr": out["psnr-rgb"]}
 
 
@@ -62,14 +96,15 @@ def exact_psnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return 10 * math.log10(255**2 / ((a - b) ** 2).mean().item())
 
 
-def their_reconstruction(model, x: torch.Tensor) -> torch.Tensor:
+def their_reconstruction(model, x: torch.Tensor, **vbr) -> torch.Tensor:
     """CompressAI's decoded image (inference() does not return it): the same steps, 8-bit rounded."""
     from compressai.ops import compute_padding
 
+    rate = {"stage": vbr["vbr_stage"], "s": 0, "inputscale": vbr["vbr_scale"]} if vbr else {}
     padding, unpad = compute_padding(x.shape[-2], x.shape[-1], min_div=2**6)
     with torch.no_grad():
-        enc = model.compress(torch.nn.functional.pad(x[None], padding))
-        x_hat = torch.nn.functional.pad(model.decompress(enc["strings"], enc["shape"])["x_hat"], unpad)
+        enc = model.compress(torch.nn.functional.pad(x[None], padding), **rate)
+        x_hat = torch.nn.functional.pad(model.decompress(enc["strings"], enc["shape"], **rate)["x_hat"], unpad)
     return (x_hat * 255).clamp(0, 255).round()[0] / 255
 
 
@@ -78,8 +113,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a codec of this project (Lightning .ckpt) or a plain state dict")
     parser.add_argument("--arch", default="bmshj2018-hyperprior")
     parser.add_argument("--quality", type=int, default=3)
-    parser.add_argument("--channels", type=int, nargs=2, default=[64, 96],
-                        help="N M of a codec built from random weights (without --checkpoint); 0 0: the zoo's")
+    parser.add_argument("--channels", type=int, nargs="+", default=[64, 96],
+                        help="N M (cheng2020: N) of a codec built from random weights (without --checkpoint); 0: the zoo's")
+    parser.add_argument("--json", help="also write the per-image rows and the ratio to this JSON file")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
@@ -91,18 +127,22 @@ def main() -> None:
         torch.manual_seed(0)
         channels = list(args.channels) if any(args.channels) else None
         codec = build_codec(args.arch, args.quality, channels=channels)
+        if hasattr(codec, "rate_index"):  # untrained variable-rate latents are tiny: all would round to 0
+            with torch.no_grad():
+                codec.g_a[-1].weight *= 100
         source = f"random weights, quality {args.quality}, channels {channels or 'zoo'}"
     codec.eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = export_codec(codec, Path(tmp) / "codec.pth.tar")
-        model = eval_model.load_checkpoint(args.arch, False, path)  # what eval_model's `checkpoint -p` does
+        model, vbr = their_model(args.arch, codec, path)
     print("command: python " + " ".join(shlex.quote(a) for a in sys.argv))
     print(
         f"arch={args.arch} codec={source} threads={torch.get_num_threads()} repeats={args.repeats} "
         f"torch={torch.__version__} compressai={eval_model.compressai.__version__}"
     )
     print("ours = robust_nic.coding.code + evaluation.measure.clean_metrics on the project's codec object;")
-    print("theirs = compressai.utils.eval_model.inference on the exported codec.pth.tar reloaded by eval_model.")
+    print("theirs = compressai.utils.eval_model.inference on the exported codec.pth.tar reloaded by eval_model "
+          "(or, outside its zoo dict, as CompressAI's own class).")
 
     images = []
     for path in sample_photos(SAMPLE_HELDOUT):
@@ -119,24 +159,27 @@ def main() -> None:
     print("-" * len(header))
     total_ours = total_theirs = 0.0
     all_equal = True
+    rows = []
     for name, x, x_theirs in images:
-        ours(codec, x), theirs(model, x_theirs)  # warm-up
+        ours(codec, x), theirs(model, x_theirs, **vbr)  # warm-up
         times = {"ours": [], "theirs": []}
         for _ in range(args.repeats):
             for side, fn, target, image in (("ours", ours, codec, x), ("theirs", theirs, model, x_theirs)):
                 start = time.perf_counter()
-                result = fn(target, image)
+                result = fn(target, image, **(vbr if side == "theirs" else {}))
                 times[side].append(time.perf_counter() - start)
                 if side == "ours":
                     mine = result
                 else:
                     other = result
         exact = exact_psnr(x[0], mine["x_hat"])
-        same = torch.equal(mine["x_hat"], their_reconstruction(model, x_theirs))
+        same = torch.equal(mine["x_hat"], their_reconstruction(model, x_theirs, **vbr))
         equal = mine["bpp"] == other["bpp"] and same and abs(mine["psnr"] - exact) < 1e-6
         all_equal &= equal
         t_ours, t_theirs = statistics.median(times["ours"]), statistics.median(times["theirs"])
         total_ours, total_theirs = total_ours + t_ours, total_theirs + t_theirs
+        rows.append({"image": name, "bpp_ours": mine["bpp"], "bpp_theirs": other["bpp"], "psnr_ours": mine["psnr"],
+                     "psnr_theirs": other["psnr"], "same_x_hat": same, "s_ours": t_ours, "s_theirs": t_theirs})
         print(
             f"{name:<11} {x.shape[-1]}x{x.shape[-2]:<4} {mine['bpp']:>10.6f} {other['bpp']:>10.6f} "
             f"{mine['psnr']:>11.7f} {other['psnr']:>11.7f} {exact:>11.7f} {'yes' if same else 'NO':>10} "
@@ -149,6 +192,30 @@ def main() -> None:
         f"seconds per image, ours / CompressAI eval_model: {ratio:.3f} (target <= {TARGET}: "
         f"{'met' if ratio <= TARGET else 'not met'})"
     )
+    if args.json:
+        write_result(args.json, args, source, rows, ratio, all_equal)
+
+
+
+def write_result(path: str, args, source: str, rows: list[dict], ratio: float, all_equal: bool) -> None:
+    import datetime
+    import json
+    import os
+    import platform
+
+    import robust_nic
+
+    result = {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+        "versions": {"robust_nic": getattr(robust_nic, "__version__", "?"), "torch": torch.__version__,
+                     "compressai": eval_model.compressai.__version__},
+        "arch": args.arch, "codec": source, "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "images": rows, "identical_bitstream_results": all_equal, "ratio_ours_over_compressai": ratio,
+    }  # fmt: skip
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ from robust_nic.attacks import (
     build_attack,
 )
 from robust_nic.attacks.factory import variant, with_defaults
-from robust_nic.attacks.objectives import Objective, ms_ssim_loss
+from robust_nic.attacks.objectives import Objective
 from robust_nic.coding import bpp_from_likelihoods, code, forward_padded
 from robust_nic.config import compose_config, resolve
-from robust_nic.metrics import mse_per_image, to_8bit
+from robust_nic.metrics import ms_ssim_loss, mse_per_image, to_8bit
 from robust_nic.reconstruction import Surrogate, patched_quantize
 
 warnings.filterwarnings("ignore", category=FutureWarning)

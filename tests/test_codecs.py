@@ -206,7 +206,7 @@ def test_new_codec_trains_is_attacked_finetuned_studied_and_defended(name, tmp_p
     assert checkpoint.is_file()
     evaluation = [*codec_args, f"model.checkpoint={checkpoint}", *data, "device=cpu", "max_images=1",
                   "save_images=false", "attack.steps=2", "attack.eps=0.01",
-                  "eval.allow_training_images=true"]  # fmt: skip  (trained on the same folder)
+                  "eval.allow_training_images=true"]  # fmt: skip  (one small folder trains and tests here)
     for attack in ("pgd", "worst_case"):
         metrics = evaluate(compose_config("evaluate", [*evaluation, f"attack={attack}"]), tmp_path / attack)
         assert 0 < metrics["test/clean/bpp"] < 24 and math.isfinite(metrics["test/clean/psnr"]), attack
@@ -231,22 +231,35 @@ def test_new_codec_trains_is_attacked_finetuned_studied_and_defended(name, tmp_p
 
 
 def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo_dir):
-    """study=architectures (experiment=architectures, scaled down): one table row per codec with the numbers
-    its own evaluation wrote; a re-run reuses the finished work."""
+    """`python evaluate.py experiment=architectures`, scaled down: one table row per codec with the numbers its
+    own evaluation wrote; a re-run in the same directory reuses the finished work."""
     import csv
     import json
+    import runpy
+    import sys
 
-    from robust_nic.studies import run_study
+    from conftest import ROOT, logging_restored
 
     shared = ["data=folder", f"data.root={photo_dir}", "data.patch_size=64", "data.batch_size=2",
               "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]  # fmt: skip
-    overrides = ["experiment=architectures", "data=folder", f"data.root={photo_dir}", "max_images=1",
-                 "eval.allow_training_images=true",  # one small folder to train and evaluate on
-                 "attack=pgd", "attack.steps=2", "study.train=[" + ",".join(f"'{o}'" for o in shared) + "]", "~study.variants",
-                 "+study.variants={hyperprior: ['model=bmshj2018_hyperprior', 'model.channels=[16,24]'],"
-                 "elic: ['model=elic', 'model.channels=[16,40]']}"]  # fmt: skip
-    cfg = compose_config("evaluate", overrides)
-    metrics = run_study(cfg, tmp_path)
+    argv = ["evaluate.py", "experiment=architectures", "data=folder", f"data.root={photo_dir}", "max_images=1",
+            "eval.allow_training_images=true",  # one small folder trains and tests here
+            "attack=pgd", "attack.steps=2", "study.train=[" + ",".join(f"'{o}'" for o in shared) + "]",
+            "~study.variants", "+study.variants={hyperprior: ['model=bmshj2018_hyperprior', 'model.channels=[16,24]'],"
+            "elic: ['model=elic', 'model.channels=[16,40]']}", f"hydra.run.dir={tmp_path}",
+            "hydra/job_logging=disabled"]  # fmt: skip
+
+    def run() -> dict:
+        saved = sys.argv
+        sys.argv = argv
+        try:
+            with logging_restored():
+                runpy.run_path(str(ROOT / "evaluate.py"), run_name="__main__")
+        finally:
+            sys.argv = saved
+        return json.loads((tmp_path / "metrics.json").read_text())
+
+    metrics = run()
     rows = list(csv.DictReader(open(tmp_path / "architectures.csv")))
     assert [r["variant"] for r in rows] == ["hyperprior", "elic"]
     assert [r["arch"] for r in rows] == ["bmshj2018-hyperprior", "elic2022-official"]
@@ -259,4 +272,11 @@ def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo
         assert int(row["train_steps"]) == 2
     assert (tmp_path / "architectures.png").read_bytes()[:4] == b"\x89PNG"
     assert "| elic |" in (tmp_path / "architectures.md").read_text()
-    assert run_study(cfg, tmp_path) == metrics  # finished training and evaluations are reused
+    (tmp_path / "run.lock").unlink(missing_ok=True)
+    assert run() == metrics  # finished training and evaluations are reused
+    stamp = (tmp_path / "elic" / "eval" / "metrics.json").stat().st_mtime_ns
+    (tmp_path / "run.lock").unlink(missing_ok=True)
+    argv[argv.index("attack.steps=2")] = "attack.steps=3"
+    run()  # other attack settings: evaluated again
+    assert (tmp_path / "elic" / "eval" / "metrics.json").stat().st_mtime_ns != stamp
+    assert "steps: 3" in (tmp_path / "elic" / "eval" / "requested.yaml").read_text()

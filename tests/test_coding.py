@@ -190,6 +190,8 @@ SMALL_CHANNELS = {
     "cheng2020-checkerboard": [16],
     "elic2022-official": [16, 40],
     "elic2022-chandelier": [16, 40],
+    "bmshj2018-hyperprior-vbr": [16, 24],
+    "mbt2018-mean-vbr": [16, 24],
 }
 
 

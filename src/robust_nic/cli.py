@@ -18,11 +18,13 @@ def user_errors() -> tuple[type[Exception], ...]:
     from robust_nic.config import ConfigError
     from robust_nic.defenses import DefenseError
     from robust_nic.evaluation.measure import NonFiniteError
+    from robust_nic.fingerprints import TrainingImageError
     from robust_nic.images import ImageError
+    from robust_nic.registry import RegistryError
     from robust_nic.run_dir import RunDirError
 
     return (CodecError, ConfigError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError, RunDirError,
-            NonFiniteError)
+            NonFiniteError, TrainingImageError, RegistryError)
 
 
 def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int | None = None) -> dict:

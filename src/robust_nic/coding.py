@@ -14,6 +14,7 @@ from compressai.entropy_models import EntropyModel
 from compressai.models import CompressionModel
 from compressai.ops import compute_padding
 
+from robust_nic.coding_device import coder_and_input
 from robust_nic.metrics import to_8bit
 
 PAD_MULTIPLE = 64  # six stride-2 stages in every zoo codec
@@ -212,7 +213,7 @@ class EncoderOutputs:
     those outputs and `g_s` skipped (its x_hat is not used): the entropy models, h_s and the context model
     compute exactly what `codec(x)["likelihoods"]` computes, in the same eval-mode way. This holds only
     for the CompressAI forward/compress pairs checked in tests/test_coding.py (the bmshj2018, mbt2018 and
-    cheng2020 families and SimpleVAECompressionModel's); any other codec (or one whose forward or compress is overridden) gets the plain
+    cheng2020 families, SimpleVAECompressionModel's and the rate-indexed -vbr models'); any other codec (or one whose forward or compress is overridden) gets the plain
     full forward.
     """
 
@@ -280,7 +281,9 @@ def _replayable_methods(name: str) -> set:
         waseda.Cheng2020Anchor,
         waseda.Cheng2020Attention,
     )
-    return {getattr(cls, name) for cls in classes}
+    from robust_nic.latent_codecs import VARIABLE_RATE_BASE
+
+    return {getattr(cls, name) for cls in (*classes, VARIABLE_RATE_BASE)}
 
 
 _REPLAYABLE_FORWARDS = _replayable_methods("forward")
@@ -294,7 +297,8 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
     The codec is used in eval mode and its mode is restored afterwards. `update=True` rebuilds the
     CDFs (call it once after the weights change; validation does). Coding runs with deterministic
     kernels (`deterministic=False` keeps the process's settings: for measuring what that prevents), and the
-    decoded latents are checked against the encoded ones (CodingMismatchError).
+    decoded latents are checked against the encoded ones (CodingMismatchError). It codes where
+    coding_device says (coding.device); x_hat comes back on x's device.
     """
     if not torch.isfinite(x).all():
         # CompressAI's range coder never returns on NaN latents (measured: a hang); callers that measure
@@ -302,6 +306,8 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
         raise NonFiniteInputError(
             f"{int((~torch.isfinite(x)).sum())} non-finite (NaN/inf) input values: they cannot be entropy-coded"
         )
+    device = x.device
+    codec, x = coder_and_input(codec, x)  # coding.device: a context model codes on a CPU copy (auto)
     was_training = codec.training
     codec.eval()
     try:
@@ -333,7 +339,7 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
                 decode_s = time.perf_counter() - start
                 recorder.phase = "idle"
             recorder.check()
-            x_hat = to_8bit(crop(dec["x_hat"], unpad))
+            x_hat = to_8bit(crop(dec["x_hat"], unpad)).to(device)
             bits = torch.tensor(
                 [sum(len(stream[i]) for stream in enc["strings"]) * 8.0 for i in range(x.shape[0])],
                 dtype=torch.float64,

@@ -144,6 +144,9 @@ class _RateIndexed:
         return net
 
 
+VARIABLE_RATE_BASE = _RateIndexed  # its forward/compress pair: coding.EncoderOutputs replays g_a and h_a for it
+
+
 def _vbr_urls(arch: str) -> dict:
     return {metric: {q: url for q in range(1, 9)} for metric, url in image_vbr.model_urls[arch].items()}
 

@@ -99,6 +99,15 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return multiscale_ssim(to_8bit(a).float(), to_8bit(b).float(), scales, window).double()
 
 
+def ms_ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - MS-SSIM per image, differentiable, with as many of the 5 scales as the image size allows: the
+    training loss and the attacks' distance (both run on small crops too). The metric's own computation,
+    each scale floored away from 0 for finite gradients."""
+    a, b = a.clamp(0, 1), b.clamp(0, 1)
+    side = min(a.shape[-2:])
+    return 1 - multiscale_ssim(a, b, ms_ssim_scales(side), ms_ssim_window(side), floor=1e-6)
+
+
 def ms_ssim_db(value: torch.Tensor | float) -> torch.Tensor:
     """MS-SSIM on a dB scale, -10 log10(1 - MS-SSIM), as CompressAI's plots use."""
     value = torch.as_tensor(value, dtype=torch.float64)

@@ -12,6 +12,7 @@ from compressai.models import CompressionModel
 
 from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
+from robust_nic.config import ConfigError
 from robust_nic.data import stream_seed
 from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, code_or_nan
 from robust_nic.losses import RateDistortionLoss
@@ -38,6 +39,9 @@ def split_parameters(codec: CompressionModel, entropy_lr_mult: float = 1.0) -> t
     return groups, aux
 
 
+SCHEDULERS = ("multistep", "cosine", "none")
+
+
 @dataclass(frozen=True)
 class OptimSettings:
     """The `optim` group: CompressAI's two Adam optimizers (network, aux quantiles) and the lr schedule."""
@@ -49,6 +53,10 @@ class OptimSettings:
     scheduler: str | None = "multistep"  # multistep | cosine | none
     milestones: tuple[float, ...] = (0.8,)  # fractions of the training batches
     gamma: float = 0.1
+
+    def __post_init__(self):
+        if self.scheduler not in (*SCHEDULERS, None):
+            raise ConfigError(f"optim.scheduler={self.scheduler} is unknown; choose {' | '.join(SCHEDULERS)}")
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,25 @@ class AdversarialSettings:
 
     def __post_init__(self):
         if self.adv_target not in ("adversarial", "source"):
-            raise ValueError(f"train.adv_target must be adversarial or source, not {self.adv_target!r}")
+            raise ConfigError(f"train.adv_target={self.adv_target} is unknown; choose adversarial | source")
+
+
+def typed(cls, group: str, values: Mapping):
+    """A group's values as its settings dataclass (the one home of its keys and defaults); an unknown key
+    is refused naming it."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(f'{group}.{k}' for k in unknown)}; {group} has {', '.join(known)}")
+    return cls(**values)
+
+
+def training_settings(settings: Mapping) -> tuple[OptimSettings, AdversarialSettings]:
+    """The `optim` and `train` groups, typed and checked (before any work, and again for the module)."""
+    optim = dict(settings["optim"])
+    optim["milestones"] = tuple(optim.get("milestones") or ())
+    train = {k: v for k, v in (settings.get("train") or {}).items() if k != "val_attack"}
+    return typed(OptimSettings, "optim", optim), typed(AdversarialSettings, "train", train)
 
 
 class CodecModule(L.LightningModule):
@@ -105,15 +131,13 @@ class CodecModule(L.LightningModule):
     @classmethod
     def from_settings(cls, codec: CompressionModel, settings: Mapping, attack=None, val_attack=None) -> CodecModule:
         """The module as train.py configures it from the resolved settings."""
-        train = {k: v for k, v in (settings.get("train") or {}).items() if k != "val_attack"}
-        optim = dict(settings["optim"])
-        optim["milestones"] = tuple(optim.get("milestones") or ())
+        optim, adversarial = training_settings(settings)
         return cls(
             codec,
             RateDistortionLoss(settings["loss"]["metric"], settings["loss"]["lmbda"]),
-            OptimSettings(**optim),
+            optim,
             int(settings["trainer"]["max_steps"]),
-            AdversarialSettings(**train),
+            adversarial,
             # The consistency term is an MSE: weigh it like the mse loss of this quality would.
             consistency_lmbda=lambda_for("mse", min(int(settings["model"]["quality"]), 8)),
             attack=attack,
@@ -138,9 +162,7 @@ class CodecModule(L.LightningModule):
         if kind == "multistep":
             milestones = [int(f * self.max_batches) for f in self.optim.milestones]
             return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=self.optim.gamma)
-        if kind in (None, "none", "constant"):
-            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        raise ValueError(f"unknown optim.scheduler {kind!r}; choose multistep, cosine or none")
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # none (OptimSettings checked the name)
 
     # ---- training -------------------------------------------------------------------------------
 

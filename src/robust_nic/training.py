@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.attacks.factory import variant as attack_variant
 from robust_nic.checkpoints import LAST, StopRequested
+from robust_nic.checks import check_training
+from robust_nic.coding_device import set_coding_device
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule, check_training_source
 from robust_nic.module import CodecModule
@@ -60,10 +62,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
 
     Re-running in the same run_dir continues from its checkpoint with the most training. `overrides`
     (train.py's command-line overrides) go into the message that says how to continue an interrupted run."""
-    settings = resolve(cfg)
-    settings["attack"] = with_defaults(settings.get("attack"))
-    check_precision(settings["trainer"])
-    check_training_source(settings["data"])
+    settings = checked_settings(cfg)
+    set_coding_device((settings.get("coding") or {}).get("device"))
     # Before any work: the outputs can be written, and where training continues from.
     run_dir = Path(run_dir)
     start = resume_point(settings.get("ckpt_path"), run_dir / "checkpoints")
@@ -110,6 +110,16 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     if trainer.is_global_zero:
         write_json(results_file, run_dir / "train_metrics.json")
     return results
+
+
+def checked_settings(cfg: DictConfig) -> dict:
+    """The resolved training settings, every rule checked: a mistake stops here, before any work."""
+    settings = resolve(cfg)
+    settings["attack"] = with_defaults(settings.get("attack"))
+    check_training(settings)
+    check_precision(settings["trainer"])
+    check_training_source(settings["data"])
+    return settings
 
 
 def check_precision(trainer_cfg: dict) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from robust_nic.coding import bpp_from_likelihoods
-from robust_nic.metrics import ms_ssim_scales, ms_ssim_window, mse_per_image, multiscale_ssim
+from robust_nic.metrics import ms_ssim_loss, mse_per_image
 
 OBJECTIVES = ("distortion", "targeted", "rate")
 REFERENCES = ("recon", "source")
@@ -16,14 +16,6 @@ DISTANCES = ("mse", "ms_ssim")
 
 class ObjectiveError(ValueError):
     """An objective that is misconfigured or lacks an input it needs (target, likelihoods)."""
-
-
-def ms_ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - MS-SSIM per image, with as many of the 5 scales as the image size allows (attacks run on small
-    crops too): the metric's own computation, floored away from 0 for finite gradients."""
-    a, b = a.clamp(0, 1), b.clamp(0, 1)
-    side = min(a.shape[-2:])
-    return 1 - multiscale_ssim(a, b, ms_ssim_scales(side), ms_ssim_window(side), floor=1e-6)
 
 
 def as_decoded(x_hat: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from robust_nic.evaluation.outputs import (
     save_attack_images,
     write_rows_csv,
 )
+from robust_nic.evaluation.resume import finished_rows, seed_image, seeded_for
 from robust_nic.evaluation.setup import prepare
 from robust_nic.evaluation.summary import results_summary
 from robust_nic.images import ImageError, read_image
@@ -65,11 +66,12 @@ class Evaluation:
             return [base]
         target = _attack_target(self.settings, self.files, index, x)
         smooth = smooth_reconstruction(self.codec, x) if self.split_damage else None
+        attack = seeded_for(self.attack, path.name)  # the same draws whatever the order of work
         rows = []
         for eps in self.budgets:
             row = base | {"eps": eps}
             results = {
-                kind: attack_and_measure(self.attack.with_eps(eps), source, self.defense, x, clean, target)
+                kind: attack_and_measure(attack.with_eps(eps), source, self.defense, x, clean, target)
                 for kind, source in self.sources.items()
             }
             if "adaptive" in results:
@@ -91,7 +93,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     per_image.csv is rewritten after every image. An image that cannot be decoded is skipped with a warning
     (listed in metrics.json); a run that stops (error, Ctrl-C, non-finite results) leaves its finished rows
     and a metrics.json marked partial, with the reason."""
-    inputs = prepare(cfg, run_dir, read_images=False)
+    inputs = prepare(cfg, run_dir, read_images=False, resumable=True)
     settings, device, codec, files = inputs.settings, inputs.device, inputs.codec, inputs.files
     defense = build_defense(settings.get("defense"), codec).to(device)
     # A bar over attack steps (inside the bar over images) unless the run says otherwise.
@@ -105,10 +107,22 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     max_pixels = whole_image_limit(settings["data"])
     provenance = {"training_images": inputs.training_images}
 
-    rows: list[dict] = []
+    names = {path.name for path in files}
+    rows = [row for row in finished_rows(run_dir) if row["image"] in names]  # a killed run's finished images
+    done = {row["image"] for row in rows}
+    if done:
+        following = next((p.name for p in files if p.name not in done), None)
+        message = f"continuing the evaluation in {run_dir}: {len(done)} of {len(files)} test images are finished " + (
+            f"(per_image.csv); next {following}" if following else "(per_image.csv); none left to measure")
+        log.info("%s", message)
+        print(message, flush=True)
     skipped: list[str] = []
+    seed = int(settings.get("seed", 0))
     try:
         for index, path in enumerate(tqdm(files, desc="images", unit="img")):
+            if path.name in done:
+                continue
+            seed_image(seed, path.name)
             try:
                 x = read_image(path, max_pixels)[None].to(device)
             except ImageError as err:

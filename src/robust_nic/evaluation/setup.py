@@ -13,11 +13,14 @@ from compressai.models import CompressionModel
 from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack, with_defaults
+from robust_nic.checks import check_evaluation
 from robust_nic.codecs import CodecError
+from robust_nic.coding_device import set_coding_device
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings
 from robust_nic.data import split_files, whole_image_limit
 from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
 from robust_nic.evaluation.metric_keys import attack_budgets
+from robust_nic.evaluation.resume import check_same_settings
 from robust_nic.fingerprints import training_image_check
 from robust_nic.images import read_image
 
@@ -70,19 +73,29 @@ class EvalInputs:
         return dict(self.settings.get("defense") or {"name": "none"})
 
 
-def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True) -> EvalInputs:
-    """Resolve and save the config, seed, list the test images, load the codecs (model.* then study.codecs)
-    and, with `read_images`, read every test image (the runner reads them one by one instead, skipping
-    unreadable ones)."""
+def checked_settings(cfg: DictConfig) -> dict:
+    """The resolved evaluation settings, every rule checked: a mistake stops here, before any work."""
     settings = resolve(cfg)
     settings["attack"] = with_defaults(settings.get("attack"))
+    check_evaluation(settings)
+    return settings
+
+
+def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True, resumable: bool = False) -> EvalInputs:
+    """Resolve and save the config, seed, list the test images, load the codecs (model.* then study.codecs)
+    and, with `read_images`, read every test image (the runner reads them one by one instead, skipping
+    unreadable ones). `resumable`: an evaluation run_dir already holds must have the same settings."""
+    settings = checked_settings(cfg)
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
+    set_coding_device((settings.get("coding") or {}).get("device"))
     files = test_files(settings)  # first: a bad image list stops the run before any work
     training_images = training_image_check(
         settings["model"], checkpoint_paths(settings), files, bool(eval_settings(settings)["allow_training_images"])
     )
     codecs = load_codecs(settings, device)
+    if resumable:
+        check_same_settings(run_dir, settings)
     save_settings(settings, run_dir)  # after loading: with the channels the checkpoints really hold
     inputs = EvalInputs(settings, device, codecs, files, training_images=training_images)
     if read_images:

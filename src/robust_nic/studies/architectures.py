@@ -68,7 +68,14 @@ def variant_overrides(options: ArchitecturesOptions) -> dict[str, list[str]]:
 
 
 def train_config(options: ArchitecturesOptions, overrides: list[str]) -> DictConfig:
-    return compose_config("train", [*options.train, *overrides, "model.pretrained=false", "logger=csv"])
+    """What `python train.py OVERRIDES` composes (from inside evaluate.py's Hydra job too)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [*options.train, *overrides, "model.pretrained=false", "logger=csv"]
+    if GlobalHydra.instance().is_initialized():  # evaluate.py: the same config package is already searched
+        return compose(config_name="train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def evaluation_config(cfg: DictConfig, trained: DictConfig, checkpoint: Path) -> DictConfig:
@@ -81,6 +88,20 @@ def evaluation_config(cfg: DictConfig, trained: DictConfig, checkpoint: Path) ->
     evaluation.study = {"name": "none"}
     evaluation.pop("hydra", None)
     return evaluation
+
+
+REQUEST = "requested.yaml"  # the evaluation settings a finished metrics.json belongs to
+
+
+def finished_evaluation(eval_dir: Path, evaluation: DictConfig) -> dict | None:
+    """The metrics of an earlier evaluation with the same settings (a re-run continues), else None."""
+    done, request = eval_dir / "metrics.json", eval_dir / REQUEST
+    if not (done.is_file() and request.is_file()):
+        return None
+    if request.read_text() != OmegaConf.to_yaml(evaluation):
+        log.info("architectures: %s was evaluated with other settings; evaluating again", eval_dir)
+        return None
+    return json.loads(done.read_text())
 
 
 def variant_row(label: str, trained: DictConfig, metrics: dict) -> dict:
@@ -140,12 +161,13 @@ def run_architectures(cfg: DictConfig, run_dir: Path) -> dict:
         train_dir, eval_dir = run_dir / label / "train", run_dir / label / "eval"
         log.info("architectures: training %s (%s)", label, " ".join(variants[label]))
         train(trained, train_dir)
-        done = eval_dir / "metrics.json"
-        if done.is_file():
-            result = json.loads(done.read_text())
-        else:
+        evaluation = evaluation_config(cfg, trained, train_dir / "checkpoints" / "last.ckpt")
+        result = finished_evaluation(eval_dir, evaluation)
+        if result is None:
             log.info("architectures: evaluating %s", label)
-            result = evaluate(evaluation_config(cfg, trained, train_dir / "checkpoints" / "last.ckpt"), eval_dir)
+            eval_dir.mkdir(parents=True, exist_ok=True)
+            (eval_dir / REQUEST).write_text(OmegaConf.to_yaml(evaluation))
+            result = evaluate(evaluation, eval_dir)
         saved = OmegaConf.load(train_dir / "config.yaml")  # the channels really built
         rows.append(variant_row(label, saved, result))
         metrics |= {f"study/architectures/{label}/{k}": v for k, v in rows[-1].items() if isinstance(v, float)}

@@ -1,0 +1,47 @@
+"""Combinations of settings that would fail, or silently mean something else, only once work has started
+are refused here, right after the settings are resolved and before any codec, data or directory is built:
+one ConfigError whose message names the key and what to choose instead."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from robust_nic.config import ConfigError
+from robust_nic.metrics import MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ms_ssim_scales
+
+log = logging.getLogger(__name__)
+
+
+def is_suite(attack: Mapping | None) -> bool:
+    """An attack suite (attack=worst_case): several attacks, the strongest kept per image."""
+    return bool((attack or {}).get("members"))
+
+
+def check_training(settings: Mapping) -> None:
+    from robust_nic.module import training_settings  # the optim and train groups' own dataclasses
+
+    training_settings(settings)
+    attack = settings.get("attack") or {}
+    if is_suite(attack):
+        raise ConfigError(
+            f"attack={attack.get('name')} is an evaluation suite (the strongest of several attacks per image) and "
+            "cannot craft training examples; finetune with one attack: attack=pgd (fast) or attack=chen2023 (the paper's)"
+        )
+    patch = int((settings.get("data") or {}).get("patch_size") or 0)
+    if settings["loss"]["metric"] == "ms-ssim" and 0 < patch < MS_SSIM_MIN_SIDE:
+        log.warning(
+            "loss=ms_ssim on %d px crops uses %d of MS-SSIM's %d scales (all five need %d px; CompressAI trains "
+            "its MS-SSIM models on 256 px crops: data.patch_size=256)",
+            patch, ms_ssim_scales(patch), len(MS_SSIM_WEIGHTS), MS_SSIM_MIN_SIDE,
+        )  # fmt: skip
+
+
+def check_evaluation(settings: Mapping) -> None:
+    study = (settings.get("study") or {}).get("name")
+    attack = settings.get("attack") or {}
+    if study == "noise" and is_suite(attack):
+        raise ConfigError(
+            f"study=noise compares random noise with one attack at the same budget; attack={attack.get('name')} is "
+            "a suite: choose attack=pgd, chen2023, ifgsm or mifgsm"
+        )

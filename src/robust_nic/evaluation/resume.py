@@ -1,0 +1,107 @@
+"""What lets evaluate.py continue a killed run: every image draws from seeds of (seed, image name) alone,
+the finished images' rows are read back from per_image.csv, and a re-run with other settings is refused.
+
+The run directory's lock (run_dir.RunDirLock) keeps a second job out while one runs; this module decides
+what a later job into the same directory may do with what the first one left.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+import yaml
+
+from robust_nic.attacks.suite import AttackSuite
+
+log = logging.getLogger(__name__)
+
+ROWS = "per_image.csv"
+SETTINGS = "config.yaml"
+# Settings that change neither which images are measured how nor their numbers: a re-run may differ in them
+# (max_images: a larger value continues with the next images of the same sorted list).
+FREE = ("progress", "threads", "max_images", "save_images")
+
+
+class EvaluationSettingsError(ValueError):
+    """A run directory holds an evaluation with other settings."""
+
+
+def image_seed(seed: int, name: str) -> int:
+    """The seed of everything random about one image: a function of (seed, image name) alone."""
+    digest = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
+def seeded_for(attack, name: str):
+    """`attack` with its generator seeded by (attack.seed, image name); unseeded attacks stay unseeded."""
+    if attack is None:
+        return None
+    if isinstance(attack, AttackSuite):
+        return dataclasses.replace(attack, members={k: seeded_for(a, name) for k, a in attack.members.items()})
+    return attack if attack.seed is None else dataclasses.replace(attack, seed=image_seed(attack.seed, name))
+
+
+def seed_image(seed: int, name: str) -> None:
+    """Seed torch's global generators for one image (whatever draws from them, in any order of work)."""
+    torch.manual_seed(image_seed(seed, name))
+
+
+def differing_keys(previous: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ (present in one only included), FREE keys left out."""
+    keys = []
+    for key in sorted(set(previous) | set(current), key=str):
+        dotted = f"{prefix}{key}"
+        if dotted in FREE:
+            continue
+        old, new = previous.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys += differing_keys(old, new, f"{dotted}.")
+        elif old != new:
+            keys.append(dotted)
+    return keys
+
+
+def check_same_settings(run_dir: Path, settings: dict) -> None:
+    """Refuse to continue an evaluation in `run_dir` with other settings, naming the keys that differ."""
+    rows, saved = Path(run_dir) / ROWS, Path(run_dir) / SETTINGS
+    if not rows.is_file() or not saved.is_file():
+        return
+    previous = yaml.safe_load(saved.read_text()) or {}
+    # Round-trip the current settings through YAML too: the saved file is compared value for value.
+    differ = differing_keys(previous, yaml.safe_load(yaml.safe_dump(settings)))
+    if differ:
+        shown = ", ".join(f"{k} ({_at(previous, k)!r} -> {_at(settings, k)!r})" for k in differ[:8])
+        raise EvaluationSettingsError(
+            f"{run_dir} holds an evaluation with other settings: {shown}{', ...' if len(differ) > 8 else ''}. "
+            "Re-run with its settings to continue it (see its config.yaml), or choose another hydra.run.dir"
+        )
+
+
+def _at(settings: dict, dotted: str):
+    value = settings
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def finished_rows(run_dir: Path) -> list[dict]:
+    """The rows per_image.csv holds (each image's rows are written together), values as the run had them."""
+    path = Path(run_dir) / ROWS
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{k: _value(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text

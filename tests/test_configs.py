@@ -1,0 +1,119 @@
+"""Every option of every config group, and every pair of options of different groups, either passes the
+settings checks or is refused with a one-line message, before any codec, data or directory is built (in the
+spirit of lightning-hydra-template's tests/test_configs.py)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from robust_nic.attacks import build_attack
+from robust_nic.cli import user_errors
+from robust_nic.config import CONF_DIR, ConfigError, compose_config
+from robust_nic.evaluation import setup as evaluation_setup
+from robust_nic.studies import load_studies
+from robust_nic.training import checked_settings
+
+TRAIN_GROUPS = ("model", "loss", "attack", "data", "trainer", "logger", "experiment")
+EVALUATE_GROUPS = ("model", "loss", "attack", "defense", "study", "data", "experiment")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if p.stem != "base")
+
+
+def pairwise(groups: tuple[str, ...]) -> list[dict[str, str]]:
+    """A small set of combinations in which every pair of options of two groups occurs (greedy covering)."""
+    values = {g: options(g) for g in groups}
+    uncovered = {((g, a), (h, b)) for g, h in itertools.combinations(groups, 2) for a in values[g] for b in values[h]}
+    order = {g: i for i, g in enumerate(groups)}
+
+    def pair(x, y):
+        return (x, y) if order[x[0]] < order[y[0]] else (y, x)
+
+    rows = []
+    while uncovered:
+        (g, a), (h, b) = min(uncovered)
+        row = {g: a, h: b}
+        for group in groups:
+            if group not in row:
+                row[group] = max(values[group], key=lambda v: sum(pair((group, v), (k, w)) in uncovered for k, w in row.items()))
+        uncovered -= {pair(x, y) for x, y in itertools.combinations(row.items(), 2)}
+        rows.append(row)
+    return rows
+
+
+def check_before_work(app: str, overrides: list[str]) -> None:
+    """What train.py / evaluate.py check before they build anything (Hydra's composition included)."""
+    cfg = compose_config(app, overrides)
+    if app == "train":
+        settings = checked_settings(cfg)
+    else:
+        settings = evaluation_setup.checked_settings(cfg)
+        study = settings.get("study") or {}
+        if study.get("name") not in (None, "none"):
+            load_studies().options(study["name"], study)
+    build_attack(settings.get("attack"))
+
+
+def passes_or_is_refused(app: str, overrides: list[str]) -> str | None:
+    """None when the combination passes; the one-line refusal otherwise (anything else fails the test)."""
+    try:
+        check_before_work(app, overrides)
+    except (*user_errors(), HydraException, OmegaConfBaseException) as err:
+        message = str(err).strip()
+        assert message and "\n" not in message.split("\n    ")[0], f"{overrides}: not one line: {message!r}"
+        return message
+    return None
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    logging.getLogger("robust_nic").setLevel(logging.ERROR)
+    yield
+    logging.getLogger("robust_nic").setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize("app,groups", [("train", TRAIN_GROUPS), ("evaluate", EVALUATE_GROUPS)])
+def test_every_option_of_every_group(app, groups):
+    for group in groups:
+        for option in options(group):
+            passes_or_is_refused(app, [f"{group}={option}"])
+
+
+@pytest.mark.parametrize("app,groups", [("train", TRAIN_GROUPS), ("evaluate", EVALUATE_GROUPS)])
+def test_every_pair_of_options(app, groups):
+    combinations = pairwise(groups)
+    assert len(combinations) < 400  # pairwise, not the full product
+    refused = {}
+    for row in combinations:
+        message = passes_or_is_refused(app, [f"{g}={v}" for g, v in row.items()])
+        if message:
+            refused[str(row)] = message
+    assert len(refused) < len(combinations)  # most documented combinations run
+
+
+@pytest.mark.parametrize(
+    "app,overrides,says",
+    [
+        ("train", ["attack=worst_case", "attack.eps=0.01"], "attack=worst_case is an evaluation suite"),
+        ("train", ["optim.scheduler=bogus"], "optim.scheduler=bogus is unknown"),
+        ("train", ["train.adv_target=x"], "train.adv_target=x is unknown"),
+        ("train", ["+optim.momentum=0.9"], "unknown setting(s) optim.momentum"),
+        ("train", ["data=kodak"], "data.train_root"),
+        ("evaluate", ["study=noise", "attack=worst_case", "attack.eps=0.01"], "study=noise compares"),
+    ],
+)
+def test_combinations_that_used_to_fail_after_work_started_are_refused_before(app, overrides, says):
+    with pytest.raises((ConfigError, *user_errors())) as refused:
+        check_before_work(app, overrides)
+    assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_ms_ssim_training_on_small_crops_passes_the_checks():
+    """loss=ms_ssim trains on the default 64 px crops with fewer MS-SSIM scales (said in a warning)."""
+    check_before_work("train", ["loss=ms_ssim"])
