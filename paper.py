@@ -1,70 +1,7 @@
-"""The paper's experiments in one command: `python paper.py [overrides]` (conf/paper.yaml).
+"""The paper's experiments in one command: `python paper.py [overrides]`, the same as `robust-nic paper
+[overrides]` (configuration: paper.yaml in robust_nic/conf)."""
 
-Without job=..., this is the driver: it prints what is missing and how long the run takes, then runs each
-stage as a Hydra multirun of `python paper.py -m stage=N job=ID1,ID2,...` (your overrides, e.g.
-hydra/launcher=joblib, go with it) and skips finished jobs."""
+from robust_nic.apps import paper_app
 
-import subprocess
-import sys
-
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-
-@hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="paper")
-def main(cfg: DictConfig) -> None:
-    from robust_nic import paper
-
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    jobs = paper.build_jobs(settings, log=lambda _: None)
-    if cfg.job is not None:  # one job of a stage's multirun
-        job = next((j for j in jobs if j.id == cfg.job), None)
-        if job is None:
-            sys.exit(f"error: no job {cfg.job!r}; the jobs: {', '.join(j.id for j in jobs)}")
-        # A failed job leaves no results (the driver lists it, a re-run retries it); the others go on.
-        paper.run_one(settings, job)
-        return
-    drive(settings, paper)
-
-
-def drive(settings: dict, paper) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    jobs = paper.build_jobs(settings)
-    todo = [j for j in jobs if not paper.finished(settings, j)]
-    print(f"paper: {len(jobs)} jobs, {len(jobs) - len(todo)} finished, {len(todo)} to run")
-    problem = paper.training_set_problem(settings, todo)
-    missing = paper.missing_inputs(settings) + ([problem] if problem else [])
-    print(
-        "paper: missing: "
-        + ("nothing" if not missing else f"{len(missing)} inputs\n  " + "\n  ".join(missing))
-    )
-    if problem and not settings["dry_run"]:
-        sys.exit(f"paper: error: {problem}")
-    if settings["estimate"]["probe"]:
-        seconds = paper.estimate(settings, todo, log=print)
-        print(
-            f"paper: estimated duration {paper.duration_text(seconds)} on this machine, one job at a time "
-            "(timed forward+backward pass per model x the passes per job in conf/paper.yaml estimate.*)",
-            flush=True,
-        )
-    if settings["dry_run"]:
-        return
-    user = [o for o in HydraConfig.get().overrides.task if not o.startswith(("job=", "stage="))]
-    failed = []
-    for stage in sorted({j.stage for j in todo}):
-        ids = [j.id for j in todo if j.stage == stage]
-        print(f"paper: stage {stage}: {', '.join(ids)}", flush=True)
-        code = subprocess.run(
-            [sys.executable, __file__, "-m", f"stage={stage}", f"job={','.join(ids)}", *user]
-        ).returncode
-        if code != 0:
-            failed.append(stage)
-    left = [j.id for j in jobs if not paper.finished(settings, j) and j.kind != "report"]
-    print(f"paper: report {settings['out']}/report/report.md; unfinished: {', '.join(left) or 'none'}")
-    if left:
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # guard needed by ddp_spawn
+    paper_app()

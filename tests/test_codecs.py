@@ -277,6 +277,7 @@ def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo
     stamp = (tmp_path / "elic" / "eval" / "metrics.json").stat().st_mtime_ns
     (tmp_path / "run.lock").unlink(missing_ok=True)
     argv[argv.index("attack.steps=2")] = "attack.steps=3"
-    run()  # other attack settings: evaluated again
-    assert (tmp_path / "elic" / "eval" / "metrics.json").stat().st_mtime_ns != stamp
-    assert "steps: 3" in (tmp_path / "elic" / "eval" / "requested.yaml").read_text()
+    with pytest.raises(SystemExit) as refused:
+        run()  # other attack settings in the same run directory: refused, the finished results kept
+    assert refused.value.code == 2
+    assert (tmp_path / "elic" / "eval" / "metrics.json").stat().st_mtime_ns == stamp

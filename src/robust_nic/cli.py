@@ -66,12 +66,26 @@ def end_as_signalled(name: str) -> None:
     sys.exit(128 + int(signum))
 
 
+APPS = ("train", "evaluate", "paper")  # Hydra apps: the rest of the command line is their overrides
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`robust-nic report RUN_DIR...` (one report page) and `robust-nic bdrate --anchor ... --test ...`."""
+    """`robust-nic train|evaluate|paper [overrides]` (as train.py, evaluate.py, paper.py), `robust-nic report
+    RUN_DIR...` (one report page), `robust-nic bdrate --anchor ... --test ...`, `robust-nic fit-latent-range`."""
     import argparse
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in APPS:
+        from robust_nic import apps
+
+        sys.argv = [f"robust-nic {argv[0]}", *argv[1:]]  # Hydra reads its overrides from sys.argv
+        getattr(apps, f"{argv[0]}_app")()
+        return
 
     parser = argparse.ArgumentParser(prog="robust-nic")
     sub = parser.add_subparsers(dest="command", required=True)
+    for app in APPS:
+        sub.add_parser(app, help=f"the Hydra app of {app}.py: robust-nic {app} [overrides]")
     report = sub.add_parser("report", help="gather evaluation run directories into a Markdown/HTML report")
     report.add_argument("runs", nargs="+", help="run directories (or parents of them)")
     report.add_argument("--out", default="report", help="output directory")
@@ -84,12 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     bdrate.add_argument("--out", default=None, help="also write the result as JSON")
     fit = sub.add_parser("fit-latent-range", help="fit defense=latent_range's per-channel ranges on the training photos")
-    fit.add_argument("--checkpoint", required=True, help="the codec (as model.checkpoint)")
+    fit.add_argument("--checkpoint", default=None, help="the codec (the same as the override model.checkpoint=CKPT)")
     fit.add_argument("--out", default=None, help="output file (default: CHECKPOINT.latent_range.pt)")
-    fit.add_argument("overrides", nargs="*", help="more evaluate.py overrides, e.g. model=... data=...")
+    fit.add_argument("overrides", nargs="*", help="evaluate overrides: model.checkpoint=CKPT model=... data=...")
     args = parser.parse_args(argv)
     if args.command == "fit-latent-range":
-        path = run_job(lambda: {"ranges": str(fit_latent_ranges([f"model.checkpoint={args.checkpoint}", *args.overrides], args.out))})
+        overrides = [f"model.checkpoint={args.checkpoint}"] * bool(args.checkpoint) + args.overrides
+        path = run_job(lambda: {"ranges": str(fit_latent_ranges(overrides, args.out))})
         print(f"latent ranges written to {path['ranges']}")
     if args.command == "bdrate":
         print_bd_rate(args.anchor, args.test, args.out)
@@ -109,13 +124,15 @@ def fit_latent_ranges(overrides: list[str], out: str | None = None) -> Path:
     next to the checkpoint (or to `out`)."""
     import torch
 
-    from robust_nic.config import compose_config, resolve
+    from robust_nic.config import ConfigError, compose_config, resolve
     from robust_nic.data import split_files, whole_image_limit
     from robust_nic.defenses.latent_range import RANGES_SUFFIX, fit_latent_range
     from robust_nic.evaluation.setup import load_eval_codec
     from robust_nic.images import read_image
 
     settings = resolve(compose_config("evaluate", overrides))
+    if not settings["model"].get("checkpoint") and not out:
+        raise ConfigError("fit-latent-range needs the codec: model.checkpoint=CKPT (or --out FILE for zoo weights)")
     codec = load_eval_codec(settings, torch.device("cpu"))
     files = split_files(settings["data"])["train"]
     max_pixels = whole_image_limit(settings["data"])

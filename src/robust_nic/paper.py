@@ -15,8 +15,7 @@ import yaml
 
 from robust_nic.config import CONF_DIR
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: train.py, evaluate.py
-CLI = ["-c", "from robust_nic.cli import main; main()"]
+CLI = ["-m", "robust_nic"]  # the robust-nic command, from this interpreter
 
 
 @dataclass
@@ -72,8 +71,8 @@ def images(cfg) -> int:
 
 def build_jobs(cfg, log=print) -> list[Job]:
     """Every job of the paper, skipping (with a printed message) configs absent from this tree."""
-    evaluate = [str(ROOT / "evaluate.py")]
-    train = [str(ROOT / "train.py")]
+    evaluate = ["-m", "robust_nic", "evaluate"]
+    train = ["-m", "robust_nic", "train"]
     common = [f"data={cfg['dataset']}", *(cfg.get("common") or [])]
     train_root = [f"data.train_root={cfg['train_root']}"] if cfg.get("train_root") else []
     train_common = [f"data={cfg['dataset']}", *train_root, *(cfg.get("train_common") or [])]
@@ -436,7 +435,7 @@ def run_one(cfg, job: Job) -> bool:
         return True
     job_dir(cfg, job.id).mkdir(parents=True, exist_ok=True)
     print(f"paper: run {job.id}: python {' '.join(job.argv)}", flush=True)
-    code = subprocess.run([sys.executable, *job.argv], cwd=ROOT).returncode
+    code = subprocess.run([sys.executable, *job.argv]).returncode
     if code != 0:
         print(f"paper: {job.id} failed (exit status {code}); re-run to retry it", file=sys.stderr)
     return code == 0 and finished(cfg, job)
@@ -501,7 +500,7 @@ def write_paper_report(cfg) -> Path:
     out = Path(cfg["out"])
     report = out / "report"
     code = subprocess.run(
-        [sys.executable, *CLI, "report", str(out / "jobs"), "--out", str(report)], cwd=ROOT
+        [sys.executable, *CLI, "report", str(out / "jobs"), "--out", str(report)]
     ).returncode
     if code != 0:
         print("paper: robust-nic report failed; paper.md is still written", file=sys.stderr)

@@ -113,9 +113,12 @@ def resume_point(ckpt_path: str | None, ckpt_dir: Path) -> ResumePoint | None:
 
 def resume_command(run_dir: Path, overrides: list[str] | None) -> str:
     """The command that continues this run: the same overrides, in the same run directory."""
-    script = sys.argv[0] if Path(sys.argv[0]).name == "train.py" else "train.py"
+    if sys.argv[0].startswith("robust-nic"):  # `robust-nic train` (cli.main names the app so)
+        command = shlex.split(sys.argv[0])
+    else:
+        command = ["python", sys.argv[0] if Path(sys.argv[0]).name == "train.py" else "train.py"]
     kept = [o for o in overrides or [] if not o.startswith("hydra.run.dir=")]
-    return shlex.join(["python", script, *kept, f"hydra.run.dir={run_dir}"])
+    return shlex.join([*command, *kept, f"hydra.run.dir={run_dir}"])
 
 
 class TrainingStopped(Exception):

@@ -4,7 +4,7 @@ An adversarial perturbation drives some latent channels far outside anything a p
 paper's latent-range analysis); clamping y to each channel's natural [min, max] before quantization
 cuts that off. The ranges are fitted on the training photos with
 
-    robust-nic fit-latent-range --checkpoint CKPT        # writes CKPT.latent_range.pt
+    robust-nic fit-latent-range model.checkpoint=CKPT        # writes CKPT.latent_range.pt
 
 and used with `python evaluate.py model.checkpoint=CKPT defense=latent_range defense.ranges=CKPT.latent_range.pt`.
 The clamped latents go through the real entropy coder; adaptive attacks see the clamp (zero gradient
@@ -64,7 +64,7 @@ def load_ranges(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(
-            f"defense.ranges={path} does not exist; fit it with `robust-nic fit-latent-range --checkpoint CKPT` "
+            f"defense.ranges={path} does not exist; fit it with `robust-nic fit-latent-range model.checkpoint=CKPT` "
             f"(writes CKPT{RANGES_SUFFIX})"
         )
     ranges = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
@@ -82,7 +82,7 @@ class LatentRange(Defense):
         if ranges is None:
             raise ValueError(
                 "defense=latent_range needs defense.ranges=FILE: fit it on the training photos with "
-                f"`robust-nic fit-latent-range --checkpoint CKPT` (writes CKPT{RANGES_SUFFIX})"
+                f"`robust-nic fit-latent-range model.checkpoint=CKPT` (writes CKPT{RANGES_SUFFIX})"
             )
         if margin < 0:
             raise ValueError(f"defense.margin must be >= 0, got {margin}")
@@ -92,7 +92,7 @@ class LatentRange(Defense):
         if channels is not None and low.numel() != channels:
             raise ValueError(
                 f"{ranges} holds ranges for {low.numel()} latent channels, the codec has {channels}: "
-                "fit them for this codec (robust-nic fit-latent-range --checkpoint CKPT)"
+                "fit them for this codec (robust-nic fit-latent-range model.checkpoint=CKPT)"
             )
         width = high - low
         self.ranges, self.margin = str(ranges), float(margin)

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from robust_nic.attacks.suite import AttackSuite
+from robust_nic.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ SETTINGS = "config.yaml"
 FREE = ("progress", "threads", "max_images", "save_images")
 
 
-class EvaluationSettingsError(ValueError):
+class EvaluationSettingsError(ConfigError):
     """A run directory holds an evaluation with other settings."""
 
 
