@@ -317,11 +317,13 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
             else:
                 ensure_updated(codec)
             x = to_8bit(x)
-            if hasattr(codec, "context_prediction") or hasattr(codec, "latent_codec"):
+            if hasattr(codec, "context_prediction") or hasattr(codec, "latent_codec") or hasattr(codec, "rate_index"):
                 # The autoregressive models' per-latent-pixel loops ran 5 % slower on channels-last tensors
                 # (read_image's layout, which the big transforms of the other models prefer): measured,
                 # bench/results/coding_vs_compressai_cpu.json. The latent codecs' masked and grouped context
-                # convolutions get a contiguous input too.
+                # convolutions get a contiguous input too, and so do the -vbr models: their latents, scaled by the
+                # rate's gain, crossed a rounding boundary on a channels-last input where CompressAI's evaluator
+                # (contiguous) did not (one image of bench/results/coding_vs_compressai_new_codecs_cpu.json).
                 x = x.contiguous()
             num_pixels = x.shape[-2] * x.shape[-1]
             x_padded, unpad = pad(x)
