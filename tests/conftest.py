@@ -50,6 +50,20 @@ def logging_restored():
                 logger.disabled = False
 
 
+def run_script(script: str, argv: list[str]) -> None:
+    """Run the checkout's train.py / evaluate.py in this process with `argv` as its command line."""
+    import runpy
+    import sys
+
+    saved = sys.argv
+    sys.argv = [script, *argv]
+    try:
+        with logging_restored():
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
 def photo(name: str) -> np.ndarray:
     import skimage.data
 

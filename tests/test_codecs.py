@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, run_script
 
 from robust_nic.codecs import (
     CodecError,
@@ -235,10 +235,7 @@ def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo
     own evaluation wrote; a re-run in the same directory reuses the finished work."""
     import csv
     import json
-    import runpy
-    import sys
 
-    from conftest import ROOT, logging_restored
 
     shared = ["data=folder", f"data.root={photo_dir}", "data.patch_size=64", "data.batch_size=2",
               "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]  # fmt: skip
@@ -250,13 +247,7 @@ def test_architectures_study_trains_and_attacks_each_codec_alike(tmp_path, photo
             "hydra/job_logging=disabled"]  # fmt: skip
 
     def run() -> dict:
-        saved = sys.argv
-        sys.argv = argv
-        try:
-            with logging_restored():
-                runpy.run_path(str(ROOT / "evaluate.py"), run_name="__main__")
-        finally:
-            sys.argv = saved
+        run_script("evaluate.py", argv[1:])
         return json.loads((tmp_path / "metrics.json").read_text())
 
     metrics = run()

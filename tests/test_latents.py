@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import runpy
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, logging_restored, train_small_codec
+from conftest import run_script, train_small_codec
 
 from robust_nic.codecs import export_codec
 from robust_nic.coding import pad
@@ -27,13 +25,7 @@ def latents_run(photo_dir, tmp_path_factory):
     argv = ["evaluate.py", "study=latents", f"model.checkpoint={first}", f"study.codecs=[{second}]",
             "max_images=2", "attack=pgd", "attack.steps=5", "attack.eps=0.05", "data=folder",
             f"data.root={photo_dir}", "device=cpu", f"hydra.run.dir={out}", "hydra/job_logging=disabled"]  # fmt: skip
-    saved = sys.argv
-    sys.argv = argv
-    try:
-        with logging_restored():
-            runpy.run_path(str(ROOT / "evaluate.py"), run_name="__main__")
-    finally:
-        sys.argv = saved
+    run_script("evaluate.py", argv[1:])
     return out, codec
 
 

@@ -19,7 +19,7 @@ from robust_nic.checks import check_training
 from robust_nic.coding_device import set_coding_device
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings, write_json
 from robust_nic.data import ImageDataModule, check_training_source
-from robust_nic.module import CodecModule
+from robust_nic.module import CodecModule, training_settings
 from robust_nic.resume import ResumePoint, TrainingStopped, resume_command, resume_point
 from robust_nic.run_dir import check_writable
 from robust_nic.trackers import build_logger, logger_dir, record_attempt_start
@@ -117,6 +117,7 @@ def checked_settings(cfg: DictConfig) -> dict:
     settings = resolve(cfg)
     settings["attack"] = with_defaults(settings.get("attack"))
     check_training(settings)
+    training_settings(settings)  # the optim and train groups, typed and checked
     check_precision(settings["trainer"])
     check_training_source(settings["data"])
     return settings

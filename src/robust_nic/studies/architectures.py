@@ -13,7 +13,6 @@ the figure (architectures.png) and metrics.json compare the variants.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -90,20 +89,6 @@ def evaluation_config(cfg: DictConfig, trained: DictConfig, checkpoint: Path) ->
     return evaluation
 
 
-REQUEST = "requested.yaml"  # the evaluation settings a finished metrics.json belongs to
-
-
-def finished_evaluation(eval_dir: Path, evaluation: DictConfig) -> dict | None:
-    """The metrics of an earlier evaluation with the same settings (a re-run continues), else None."""
-    done, request = eval_dir / "metrics.json", eval_dir / REQUEST
-    if not (done.is_file() and request.is_file()):
-        return None
-    if request.read_text() != OmegaConf.to_yaml(evaluation):
-        log.info("architectures: %s was evaluated with other settings; evaluating again", eval_dir)
-        return None
-    return json.loads(done.read_text())
-
-
 def variant_row(label: str, trained: DictConfig, metrics: dict) -> dict:
     model = trained.model
     row = {"variant": label, "arch": model.arch, "channels": list(model.channels or []),
@@ -162,12 +147,8 @@ def run_architectures(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("architectures: training %s (%s)", label, " ".join(variants[label]))
         train(trained, train_dir)
         evaluation = evaluation_config(cfg, trained, train_dir / "checkpoints" / "last.ckpt")
-        result = finished_evaluation(eval_dir, evaluation)
-        if result is None:
-            log.info("architectures: evaluating %s", label)
-            eval_dir.mkdir(parents=True, exist_ok=True)
-            (eval_dir / REQUEST).write_text(OmegaConf.to_yaml(evaluation))
-            result = evaluate(evaluation, eval_dir)
+        log.info("architectures: evaluating %s", label)
+        result = evaluate(evaluation, eval_dir)  # a re-run continues it (or refuses other settings there)
         saved = OmegaConf.load(train_dir / "config.yaml")  # the channels really built
         rows.append(variant_row(label, saved, result))
         metrics |= {f"study/architectures/{label}/{k}": v for k, v in rows[-1].items() if isinstance(v, float)}

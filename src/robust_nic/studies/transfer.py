@@ -24,6 +24,7 @@ from robust_nic.defenses import Defense, build_defense
 from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.measure import adversarial_metrics
 from robust_nic.evaluation.outputs import mean_of, write_rows_csv
+from robust_nic.evaluation.resume import seeded_for
 from robust_nic.evaluation.setup import prepare, required_attack, single_eps
 from robust_nic.studies import STUDIES, CodecListOptions
 from robust_nic.studies.figures import plot_heatmap
@@ -66,8 +67,8 @@ def apply_perturbation(x: torch.Tensor, delta: torch.Tensor, budget: Budget, fit
 
 
 def craft(attack, codec: torch.nn.Module, images: list[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
-    """Adversarial example of every image, crafted on `codec`."""
-    return [attack(codec, x) for _, x in images]
+    """Adversarial example of every image, crafted on `codec` with the image's own draws (as evaluate.py)."""
+    return [seeded_for(attack, name)(codec, x) for name, x in images]
 
 
 def cross_image(
