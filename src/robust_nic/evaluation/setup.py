@@ -104,7 +104,7 @@ def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True, resumable:
     return inputs
 
 
-EVAL_DEFAULTS = {"allow_training_images": False}
+EVAL_DEFAULTS = {"allow_training_images": False, "batch_size": 1}
 
 
 def eval_settings(settings: dict) -> dict:
