@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+import robust_nic.conf  # noqa: F401 - stores the groups' schemas that the YAMLs extend
 from robust_nic.codecs import (
     CodecError,
     build_codec,
@@ -18,6 +19,7 @@ from robust_nic.codecs import (
     lambda_for,
     real_channels,
 )
+from robust_nic.settings import ConfigError, plain, split_attack
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,6 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=name, overrides=overrides)
-
-class ConfigError(ValueError):
-    """Settings that contradict each other; the message says which to change."""
-
 
 LOSS_METRICS = {"mse": "mse", "ms_ssim": "ms-ssim", "ms-ssim": "ms-ssim"}
 
@@ -54,7 +52,8 @@ def resolve(cfg: DictConfig) -> dict:
     if loss.get("lmbda") is None:
         loss["lmbda"] = lambda_for(metric, int(model["quality"]))
     if settings.get("attack"):
-        settings["attack"] = resolve_attack(settings["attack"])
+        shared, rest = split_attack(resolve_attack(settings["attack"]))
+        settings["attack"] = plain(shared) | rest  # the saved config says every shared key's value
     check_ranges(settings)
     optim = settings.get("optim")
     if optim is not None and optim.get("lr") is None:
@@ -77,27 +76,8 @@ def resolve_attack(attack: dict) -> dict:
     return attack
 
 
-# Largest meaningful budget per norm ([0,1] units): an RMS of 0.25 is an input PSNR of 12 dB, and an
-# L-inf step of 0.5 moves mid-grey to black or white; beyond these nothing is "imperceptible".
-EPS_MAX = {"rms": 0.25, "linf": 0.5}
-
-
 def check_ranges(settings: dict) -> None:
     """Values that would run but mean nothing are refused, naming the key (a typo must not become a result)."""
-    attack = settings.get("attack") or {}
-    if attack.get("name") not in (None, "none") and attack.get("eps") is not None:
-        norm = attack.get("norm") or "rms"
-        eps = attack["eps"] if isinstance(attack["eps"], (list, tuple)) else [attack["eps"]]
-        for value in eps:
-            if not isinstance(value, (int, float)) or not 0 < float(value) <= EPS_MAX.get(norm, 1.0):
-                raise ConfigError(
-                    f"attack.eps={value} is outside (0, {EPS_MAX.get(norm, 1.0)}] for attack.norm={norm}: "
-                    "eps is in [0,1] pixel units (rms 0.01 = the paper's MSE 1e-4, 40 dB; linf 4/255 = 0.0157); "
-                    "for no attack use attack=none"
-                )
-        box = attack.get("linf")
-        if box is not None and not 0 < float(box) <= 1:
-            raise ConfigError(f"attack.linf={box} must be in (0, 1] ([0,1] pixel units, 16/255 = 0.0627) or null")
     train = settings.get("train") or {}
     ratio = train.get("adv_ratio")
     if ratio is not None and not 0 <= float(ratio) <= 1:

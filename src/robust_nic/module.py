@@ -12,12 +12,12 @@ from compressai.models import CompressionModel
 
 from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
-from robust_nic.config import ConfigError
 from robust_nic.data import stream_seed
 from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, code_or_nan
 from robust_nic.losses import RateDistortionLoss
 from robust_nic.reconstruction import reconstruct
 from robust_nic.resume import STEPS_PER_BATCH
+from robust_nic.settings import ConfigError, typed
 
 # Random streams keyed with (seed, rank, batch index): batch crops use 0 (data.CropBatches).
 TRAIN_STREAM, VALIDATION_STREAM, ATTACK_STREAM = 1, 2, 3
@@ -71,16 +71,6 @@ class AdversarialSettings:
     def __post_init__(self):
         if self.adv_target not in ("adversarial", "source"):
             raise ConfigError(f"train.adv_target={self.adv_target} is unknown; choose adversarial | source")
-
-
-def typed(cls, group: str, values: Mapping):
-    """A group's values as its settings dataclass (the one home of its keys and defaults); an unknown key
-    is refused naming it."""
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(f'{group}.{k}' for k in unknown)}; {group} has {', '.join(known)}")
-    return cls(**values)
 
 
 def training_settings(settings: Mapping) -> tuple[OptimSettings, AdversarialSettings]:
