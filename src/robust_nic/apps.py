@@ -76,8 +76,11 @@ def evaluate_app(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="paper")
 def paper_app(cfg: DictConfig) -> None:
     from robust_nic import paper
+    from robust_nic.cli import one_line_errors
+    from robust_nic.settings import PaperSettings, plain, typed
 
-    settings = OmegaConf.to_container(cfg, resolve=True)
+    with one_line_errors(logged=False):
+        settings = plain(typed(PaperSettings, "paper", OmegaConf.to_container(cfg, resolve=True)))
     jobs = paper.build_jobs(settings, log=lambda _: None)
     if cfg.job is not None:  # one job of a stage's multirun
         job = next((j for j in jobs if j.id == cfg.job), None)

@@ -13,7 +13,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class ConfigError(ValueError):
@@ -74,6 +74,9 @@ def typed(cls, group: str, values: Mapping | None):
     for key, value in values.items():
         if value is None and not allows_none(hints[key]) and has_default(fields[key]):
             continue
+        if dataclasses.is_dataclass(hints[key]):  # a nested group, e.g. paper.estimate
+            kwargs[key] = typed(hints[key], f"{group}.{key}", value)
+            continue
         try:
             kwargs[key] = convert(value, hints[key])
         except (TypeError, ValueError) as err:
@@ -94,7 +97,7 @@ def has_default(field: dataclasses.Field) -> bool:
 
 def plain(settings) -> dict:
     """A settings dataclass as the plain dict a saved config or checkpoint holds (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+    return {k: plain_value(v) for k, v in dataclasses.asdict(settings).items()}
 
 
 def check_range(
@@ -183,7 +186,216 @@ def split_attack(cfg: Mapping) -> tuple[AttackSettings, dict]:
     }
 
 
-SCHEMAS = {"attack": AttackSettings}  # config group -> the dataclass holding its defaults
+LOSS_METRICS = {"mse": "mse", "ms_ssim": "ms-ssim", "ms-ssim": "ms-ssim"}  # loss.metric -> the codec metric
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The `model` group: which codec (conf/model/<name>.yaml sets name and arch, required)."""
+
+    name: str
+    arch: str  # a CompressAI zoo architecture or one a model.module registers
+    quality: int = 3  # the zoo's quality index: channels (zoo) and lambda
+    metric: str | None = None  # null: follows loss (mse | ms-ssim; codecs.check_metric)
+    channels: list[int] | None = None  # null: the zoo's (N, M) for the quality
+    pretrained: bool = False  # CompressAI's trained weights
+    checkpoint: str | None = None  # weights of this project (or a CompressAI-layout state dict)
+    module: str | None = None  # a Python module to import first that registers model.arch (your own codec)
+
+    def __post_init__(self):
+        check_range("model", "quality", self.quality, 1)
+        for value in self.channels or []:
+            check_range("model", "channels", value, 1)
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The `loss` group: lambda * distortion + bpp."""
+
+    metric: str = "mse"  # mse: lambda * 255^2 * MSE; ms-ssim: lambda * (1 - MS-SSIM) (needs 161 px crops)
+    lmbda: float | None = None  # null: CompressAI's lambda for model.quality
+
+    def __post_init__(self):
+        if self.metric not in LOSS_METRICS:
+            raise ConfigError(f"loss.metric={self.metric} is unknown; choose loss=mse or loss=ms_ssim")
+        check_range("loss", "lmbda", self.lmbda, 0, low_open=True)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The `data` group: where training, validation and test images come from, and the training batches
+    (conf/model/<name>.yaml sets each codec's patch_size and batch_size)."""
+
+    name: str  # samples | kodak | folder
+    root: str | None = None  # folder: the images (data.root=DIR); kodak: where they are downloaded
+    train_root: str | None = (
+        None  # a folder to train on instead (e.g. CLIC, DIV2K); the test images stay root's
+    )
+    val_root: str | None = None  # null: hold out val_fraction of the training images for validation
+    val_fraction: float = 0.1
+    test_root: str | None = None  # folder: evaluate.py codes test_root, or all of root
+    train_photos: list[str] | None = None  # samples: the scikit-image photos of each split
+    val_photos: list[str] | None = None
+    heldout_photos: list[str] | None = None
+    patch_size: int = 256  # training crops (px)
+    batch_size: int = 8
+    num_workers: int = 4
+    max_val_images: int | None = 24  # null: every validation image
+    # Largest image coded and attacked whole (validation, evaluation): attacked, about 7.7 GB for a zoo
+    # hyperprior, 4.8 GB for tiny (bench/memory.py); training crops any size.
+    max_pixels: int = 3_500_000
+
+    def __post_init__(self):
+        check_range("data", "val_fraction", self.val_fraction, 0, 1, low_open=True)
+        for key in ("patch_size", "batch_size", "max_val_images", "max_pixels"):
+            check_range("data", key, getattr(self, key), 1)
+        check_range("data", "num_workers", self.num_workers, 0)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The `eval` group of evaluate.py."""
+
+    # A test image whose pixels model.checkpoint was trained or validated on stops the run; true: measure
+    # it anyway (said in metrics.json's training_images).
+    allow_training_images: bool = False
+
+
+SCHEDULERS = ("multistep", "cosine", "none")
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The `optim` group: CompressAI's two Adam optimizers (network, aux quantiles) and the lr schedule."""
+
+    lr: float | None = (
+        None  # null: 1e-4 from scratch, 1e-5 finetuning pretrained/checkpointed weights (resolve)
+    )
+    aux_lr: float = 1e-3
+    clip: float = 1.0  # network gradient-norm clip
+    entropy_lr_mult: float = 1.0  # lr multiplier of the entropy bottleneck's density parameters
+    scheduler: str | None = "multistep"  # multistep | cosine | none
+    milestones: tuple[float, ...] = (0.8,)  # fractions of the training batches (trainer.max_steps)
+    gamma: float = 0.1
+
+    def __post_init__(self):
+        if self.scheduler not in (*SCHEDULERS, None):
+            raise ConfigError(f"optim.scheduler={self.scheduler} is unknown; choose {' | '.join(SCHEDULERS)}")
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """The `train` group: how adversarial examples enter finetuning (active with an attack)."""
+
+    adv_ratio: float = 1.0  # fraction of each batch replaced by adversarial examples
+    adv_target: str = "adversarial"  # reconstruction target: the adversarial image (paper) or the source
+    consistency_weight: float = 0.0  # pull attacked reconstructions towards clean ones (beyond the paper)
+    robust_weight: float = 0.1  # val/robust_objective = val/rd_loss + robust_weight * val/adv/delta_psnr
+
+    def __post_init__(self):
+        check_range("train", "adv_ratio", self.adv_ratio, 0, 1, why=" (a fraction of the batch)")
+        if self.adv_target not in ("adversarial", "source"):
+            raise ConfigError(f"train.adv_target={self.adv_target} is unknown; choose adversarial | source")
+
+
+PAPER_MODELS = ("bmshj2018_factorized", "bmshj2018_hyperprior", "mbt2018", "cheng2020")
+PAPER_ABLATIONS = ("ablation_optimizer", "ablation_distance", "ablation_budget")
+PAPER_DEFENSES = ("bitdepth", "resize", "self_ensemble", "latent_range")
+# Assumed forward+backward passes per image of each job kind (the duration estimate).
+PASSES_PER_IMAGE = {"attack": 3003, "noise": 2, "ablation": 8008, "transfer": 1100, "defense": 3003,
+                    "evaluate": 3003, "recompression": 100}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PaperFocus:
+    """The codec finetuned, ablated, defended and transferred."""
+
+    model: str = "bmshj2018_hyperprior"
+    loss: str = "ms_ssim"
+    quality: int = 3
+
+
+@dataclass(frozen=True)
+class PaperEstimate:
+    """Duration estimate: one timed forward+backward pass per model at probe_size, times the passes each job
+    kind needs (assumed counts, per image or per training step)."""
+
+    probe: bool = True
+    probe_size: list[int] = field(default_factory=lambda: [512, 768])  # a Kodak image
+    passes_per_image: dict = field(default_factory=lambda: dict(PASSES_PER_IMAGE))  # per job kind
+    passes_per_train_step: float = 4  # batch 8 x 256^2 px ~ 4 Kodak images
+    train_steps: int = 2000
+
+
+@dataclass(frozen=True)
+class PaperSettings:
+    """`robust-nic paper` (conf/paper.yaml): the paper's experiments as resumable Hydra jobs."""
+
+    job: str | None = None  # set by the driver's multiruns; null: the driver
+    stage: int | None = None
+    out: str = "paper_runs"  # every job writes into out/jobs/<id>; the report goes to out/report
+    models: list[str] = field(default_factory=lambda: list(PAPER_MODELS))  # conf/model names
+    qualities: list[int] | None = None  # null: every quality of each model
+    losses: list[str] = field(default_factory=lambda: ["mse", "ms_ssim"])
+    eps: float = 0.01  # attack.eps (attack.norm=rms: MSE 1e-4)
+    headline_attack: str = (
+        "worst_case"  # headline attack; chen2023 when conf/attack/worst_case.yaml is absent
+    )
+    focus: PaperFocus = field(default_factory=PaperFocus)
+    ablations: list[str] = field(
+        default_factory=lambda: list(PAPER_ABLATIONS)
+    )  # conf/experiment names (skipped if absent)
+    defenses: list[str] = field(
+        default_factory=lambda: list(PAPER_DEFENSES)
+    )  # conf/defense names (skipped if absent)
+    generations: int = 50  # recompression generations
+    pretrained: bool = True  # false: random stand-ins (offline test)
+    dataset: str = "kodak"  # data=... of every job: the evaluated images
+    # The finetuning set, a folder (e.g. DIV2K/train or CLIC): every train.py job trains on it (validating on a
+    # held-out part), never on the evaluated images; required with dataset=kodak.
+    train_root: str | None = None
+    dry_run: bool = False  # true: print the plan (missing inputs, estimate) and stop
+    kinds: list[str] | None = None  # keep only these job kinds, e.g. [attack, noise, finetune, report]
+    common: list[str] = field(
+        default_factory=list
+    )  # overrides for every evaluate.py job, e.g. [max_images=1]
+    train_common: list[str] = field(default_factory=list)  # overrides for train.py jobs only
+    estimate: PaperEstimate = field(default_factory=PaperEstimate)
+
+    def __post_init__(self):
+        check_range("paper", "eps", self.eps, 0, EPS_MAX["rms"], low_open=True)
+        check_range("paper", "generations", self.generations, 1)
+
+
+# config group -> the dataclass holding its defaults (the schema/<group> config its YAMLs extend)
+SCHEMAS = {
+    "attack": AttackSettings,
+    "model": ModelSettings,
+    "loss": LossSettings,
+    "data": DataSettings,
+    "eval": EvalSettings,
+    "optim": OptimSettings,
+    "train": AdversarialSettings,
+    "paper": PaperSettings,
+}
+
+
+def schema(cls) -> dict:
+    """A group's defaults as a plain config node; a key without default is Hydra's ??? (must be set)."""
+    node = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            node[f.name] = plain_value(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            node[f.name] = plain(value) if dataclasses.is_dataclass(value) else plain_value(value)
+        else:
+            node[f.name] = "???"
+    return node
+
+
+def plain_value(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def store_schemas() -> None:
@@ -193,4 +405,4 @@ def store_schemas() -> None:
 
     store = ConfigStore.instance()
     for group, cls in SCHEMAS.items():
-        store.store(group="schema", name=group, node=plain(cls()))
+        store.store(group="schema", name=group, node=schema(cls))
