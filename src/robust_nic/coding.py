@@ -16,6 +16,7 @@ from compressai.ops import compute_padding
 
 from robust_nic.coding_device import coder_and_input
 from robust_nic.metrics import to_8bit
+from robust_nic.scoped import patched
 
 PAD_MULTIPLE = 64  # six stride-2 stages in every zoo codec
 
@@ -138,18 +139,14 @@ class LatentRecorder:
         self.phase = "idle"
 
     def __enter__(self) -> LatentRecorder:
-        self.saved = []  # earlier instance-level patches (e.g. an attack's proxy) come back on exit
+        self.patches = contextlib.ExitStack()  # earlier patches (e.g. an attack's proxy) come back on exit
         for name, model in self.models.items():
-            self.saved.append((model, {k: model.__dict__[k] for k in ("quantize", "dequantize") if k in model.__dict__}))
-            model.quantize = self._quantize(name, model.quantize)
-            model.dequantize = self._dequantize(name, model.dequantize)
+            self.patches.enter_context(patched(model, "quantize", self._quantize(name, model.quantize)))
+            self.patches.enter_context(patched(model, "dequantize", self._dequantize(name, model.dequantize)))
         return self
 
     def __exit__(self, *exc) -> None:
-        for model, own in self.saved:
-            for method in ("quantize", "dequantize"):
-                model.__dict__.pop(method, None)
-            model.__dict__.update(own)
+        self.patches.close()
 
     def _quantize(self, name, original):
         def quantize(inputs, mode, means=None):
