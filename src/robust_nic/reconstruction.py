@@ -29,7 +29,7 @@ from compressai.entropy_models import EntropyModel
 from torch import nn
 
 from robust_nic.coding import Coded, code, crop, forward_padded, pad
-from robust_nic.scoped import patched
+from robust_nic.scoped import eval_mode, patched
 
 __all__ = [
     "PROXIES",
@@ -40,7 +40,6 @@ __all__ = [
     "check_proxy",
     "code",
     "entropy_modules",
-    "frozen",
     "patched_quantize",
     "reconstruct",
     "rounded_reconstruction",
@@ -137,22 +136,6 @@ def patched_quantize(
         yield
 
 
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the block; every submodule's own train/eval flag is restored afterwards.
-
-    Parameters, their requires_grad flags and .grad are never touched: attacks take input gradients
-    with torch.autograd.grad, which does not accumulate into parameter .grad.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 class Surrogate:
     """A differentiable codec: `surrogate(x) -> {"x_hat", "likelihoods"}` for any H, W, under `proxy`.
 
@@ -169,7 +152,7 @@ class Surrogate:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[Surrogate]:
-        with frozen(self.module), patched_quantize(self.module, self.proxy, self.generator):
+        with eval_mode(self.module), patched_quantize(self.module, self.proxy, self.generator):
             yield self
 
     def __call__(self, x: torch.Tensor) -> dict:
@@ -195,7 +178,7 @@ def reconstruct(
 def rounded_reconstruction(codec: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The codec's eval-mode forward (latents rounded as the real decoder does; no bitstream, no 8-bit
     rounding of the input or output). Cheaper than `code` when only the reconstruction is needed."""
-    with frozen(codec):
+    with eval_mode(codec):
         return forward_padded(codec, x)["x_hat"]
 
 
