@@ -209,14 +209,21 @@ def configuration() -> str:
 
 
 def metric_keys() -> str:
-    from robust_nic.evaluation.metric_keys import ATTACK_KINDS, CLEAN, METRICS, key
+    from robust_nic.evaluation import metric_keys as keys
 
-    out = ["| metric | label | keys in metrics.json | better | digits shown |", "| --- | --- | --- | --- | --- |"]
-    for metric in METRICS:
-        kinds = ([CLEAN] if metric.clean else []) + (list(ATTACK_KINDS) if metric.attacked else [])
-        keys = ", ".join(f"`{key(kind, metric.name)}`" for kind in kinds)
+    doc = keys.__doc__
+    scheme = doc[doc.index("Naming scheme") : doc.index("Tables, sweeps")].strip()
+    title, *lines = scheme.splitlines()
+    out = [f"### {title.rstrip(':')}", *lines, ""]
+    out += ["| metric | label | keys in metrics.json | better | digits shown |", "| --- | --- | --- | --- | --- |"]
+    for metric in (*keys.METRICS, *keys.RECORDED):
+        kinds = ([keys.CLEAN] if metric.clean else []) + (list(keys.ATTACK_KINDS) if metric.attacked else [])
+        names = ", ".join(f"`{keys.key(kind, metric.name)}`" for kind in kinds)
         better = "higher" if metric.higher_is_better else "lower"
-        out.append(f"| `{metric.name}` | {cell(metric.label)} | {keys} | {better} | {metric.digits} |")
+        out.append(f"| `{metric.name}` | {cell(metric.label)} | {names} | {better} | {metric.digits} |")
+    out += ["", "Renamed (an earlier version's name, read as today's from old run directories):", ""]
+    out += ["| earlier name | name |", "| --- | --- |"]
+    out += [f"| `{old}` | `{new}` |" for old, new in keys.RENAMED.items()]
     return "\n".join(out) + "\n"
 
 

@@ -150,7 +150,7 @@ def fit_latent_ranges(overrides: list[str], out: str | None = None) -> Path:
 
 def print_bd_rate(anchor: list[str], test: list[str], out: str | None) -> None:
     from robust_nic.config import write_json
-    from robust_nic.evaluation.bdrate import BDRateError, bd_rate
+    from robust_nic.evaluation.bdrate import QUALITIES, BDRateError, bd_rate
 
     try:
         result = bd_rate(anchor, test)
@@ -160,7 +160,7 @@ def print_bd_rate(anchor: list[str], test: list[str], out: str | None) -> None:
     for side in ("anchor", "test"):  # the points used, with their runs: a stray or missing run shows
         for point in result["points"][side]:
             print(f"{side:>6}: {point['bpp']:.4f} bpp  {point['psnr']:.3f} dB  {point['path']}")
-    for quality in ("psnr", "ms-ssim"):
+    for quality in QUALITIES:
         values = result[quality]
         if "error" in values:
             print(f"BD-rate ({quality}): n/a, {values['error']}")

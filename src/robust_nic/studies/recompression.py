@@ -19,6 +19,7 @@ from robust_nic.config import write_json
 from robust_nic.defenses import Defense, build_defense
 from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.measure import clean_metrics
+from robust_nic.evaluation.metric_keys import generation_column
 from robust_nic.evaluation.outputs import mean_of, write_rows_csv
 from robust_nic.evaluation.setup import EvalInputs, prepare
 from robust_nic.images import read_image, write_png
@@ -155,13 +156,13 @@ def summary_rows(means: list[dict], generations: int) -> list[dict]:
         rows.append(
             {
                 "codec": label,
-                "psnr_gen1": first["psnr"],
-                f"psnr_gen{generations}": last["psnr"],
+                generation_column("psnr", 1): first["psnr"],
+                generation_column("psnr", generations): last["psnr"],
                 "psnr_drop": first["psnr"] - last["psnr"],
-                "ms_ssim_gen1": first["ms_ssim"],
-                f"ms_ssim_gen{generations}": last["ms_ssim"],
-                "bpp_gen1": first["bpp"],
-                f"bpp_gen{generations}": last["bpp"],
+                generation_column("ms_ssim", 1): first["ms_ssim"],
+                generation_column("ms_ssim", generations): last["ms_ssim"],
+                generation_column("bpp", 1): first["bpp"],
+                generation_column("bpp", generations): last["bpp"],
             }
         )
     return rows
