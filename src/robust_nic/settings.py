@@ -259,6 +259,13 @@ class EvalSettings:
     # A test image whose pixels model.checkpoint was trained or validated on stops the run; true: measure
     # it anyway (said in metrics.json's training_images).
     allow_training_images: bool = False
+    # Test images of one size attacked and coded together (per-image results as one at a time, up to float
+    # sums). On CPU batching measured slower (bench/results/batched_evaluation_cpu.json): keep 1; on a GPU,
+    # larger is faster. attack.proxy=noise needs 1.
+    batch_size: int = 1
+
+    def __post_init__(self):
+        check_range("eval", "batch_size", self.batch_size, 1, why=" (images attacked together)")
 
 
 SCHEDULERS = ("multistep", "cosine", "none")
