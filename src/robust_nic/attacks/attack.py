@@ -21,11 +21,10 @@ from robust_nic.reconstruction import (
     rounded_reconstruction,
 )
 from robust_nic.registry import RegistryError
+from robust_nic.settings import SELECT, ConfigError
 
-SELECT = ("best", "last")  # which iterate an attack returns (robust_nic.attacks.engine.iterate)
 
-
-class AttackConfigError(ValueError):
+class AttackConfigError(ConfigError):
     """An attack configuration that cannot work; the message names the attack.* key to change."""
 
 

@@ -8,8 +8,7 @@ import torch
 
 from robust_nic.attacks.draws import Draws
 from robust_nic.metrics import to_8bit
-
-NORMS = ("rms", "linf")
+from robust_nic.settings import NORMS
 
 # Slack for float32 round-off when comparing a norm with eps ([0,1] units; 1/255 = 3.9e-3).
 ATOL = 1e-6

@@ -81,7 +81,7 @@ def adversarial_metrics(
         "output_unchanged": unchanged.double(),
         "psnr": capped_psnr(x, attacked.x_hat).cpu(),
         "ms_ssim": adv_ms_ssim,
-        "ms_ssim_db_delta": ms_ssim_db(clean_ms_ssim) - ms_ssim_db(adv_ms_ssim),
+        "delta_ms_ssim_db": ms_ssim_db(clean_ms_ssim) - ms_ssim_db(adv_ms_ssim),
         "bpp": attacked.bpp,
         "bpp_est": attacked.bpp_est,
         "delta_bpp_pct": 100 * (attacked.bpp - clean.bpp) / clean.bpp,

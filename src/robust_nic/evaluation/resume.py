@@ -18,6 +18,7 @@ import yaml
 
 from robust_nic.attacks.suite import AttackSuite
 from robust_nic.config import ConfigError
+from robust_nic.evaluation.metric_keys import upgrade_names
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,15 @@ def _at(settings: dict, dotted: str):
 
 
 def finished_rows(run_dir: Path) -> list[dict]:
-    """The rows per_image.csv holds (each image's rows are written together), values as the run had them."""
+    """The rows per_image.csv holds (each image's rows are written together), values as the run had them.
+    Columns of an earlier version's names are read as today's (metric_keys.RENAMED: the same numbers), so a
+    continued run writes one consistent file."""
     path = Path(run_dir) / ROWS
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [{k: _value(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
+    return [upgrade_names({k: _value(v) for k, v in row.items() if v != ""}) for row in rows]
 
 
 def _value(text: str):
