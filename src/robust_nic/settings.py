@@ -63,6 +63,8 @@ def typed(cls, group: str, values: Mapping | None):
     a null keeps null where the type allows it and takes the default otherwise; unknown keys and values of
     the wrong type are refused naming `group.key` (ranges: the dataclass's __post_init__)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{group}={values!r} is not a valid setting: {group} has keys {', '.join(fields)}")
     values = dict(values or {})
     unknown = sorted(set(values) - set(fields))
     if unknown:
