@@ -136,3 +136,18 @@ def test_the_whole_paper_runs_offline_with_stand_ins(tmp_path):
     assert "unfinished: none" in result.stdout
     table = (tmp_path / "paper" / "report" / "paper.md").read_text()
     assert "not run" not in table
+
+
+def test_the_estimate_prices_batched_evaluation_jobs_with_a_timed_batch(monkeypatch):
+    """eval.batch_size in `common` prices the runner's jobs at a batch's measured cost per image; training
+    and the studies keep the one-image cost."""
+    timed = {1: 2.0, 4: 0.5}  # seconds per image of one pass, as probed at each batch size
+    monkeypatch.setattr(paper, "probe_seconds", lambda cfg, model, batch=1: timed[batch])
+    cfg = {"common": ["max_images=2", "eval.batch_size=4"], "estimate": {"probe_size": [64, 64]}}
+    jobs = [paper.Job("attack-x", 1, "attack", [], "metrics.json", "tiny", 10.0),
+            paper.Job("finetune-x", 1, "finetune", [], "metrics.json", "tiny", 3.0),
+            paper.Job("transfer-x", 1, "transfer", [], "study.json", "tiny", 1.0)]  # fmt: skip
+    lines = []
+    assert paper.estimate(cfg, jobs, log=lines.append) == 10.0 * 0.5 + (3.0 + 1.0) * 2.0
+    assert "0.500 s per image as a batch of 4 (eval.batch_size), 4.00x the speed of one at a time" in lines[-1]
+    assert paper.estimate({**cfg, "common": []}, jobs, log=lines.append) == (10.0 + 3.0 + 1.0) * 2.0

@@ -327,7 +327,8 @@ class PaperFocus:
 @dataclass(frozen=True)
 class PaperEstimate:
     """Duration estimate: one timed forward+backward pass per model at probe_size, times the passes each job
-    kind needs (assumed counts, per image or per training step)."""
+    kind needs (assumed counts, per image or per training step). With eval.batch_size=N in `common`, the
+    evaluation jobs' passes cost what a timed batch of N costs per image (measured, not assumed)."""
 
     probe: bool = True
     probe_size: list[int] = field(default_factory=lambda: [512, 768])  # a Kodak image
