@@ -6,7 +6,7 @@ import random
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -95,6 +95,13 @@ def check_training_source(cfg: Mapping) -> None:
 
 def whole_image_limit(cfg: Mapping) -> int:
     return int(cfg.get("max_pixels") or MAX_PIXELS)
+
+
+def whole_image_reader(cfg: Mapping) -> Callable[[str | Path], torch.Tensor]:
+    """Reads an image that is coded whole (test images, a latent-range fit) as a batch of one; one above
+    the run's data.max_pixels (taken from `cfg` once, here) raises ImageError."""
+    limit = whole_image_limit(cfg)
+    return lambda path: read_image(path, limit)[None]
 
 
 def _split_files(cfg: Mapping) -> dict[str, list[Path]]:
