@@ -38,9 +38,14 @@ def evaluate_app(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="paper")
 def paper_app(cfg: DictConfig) -> None:
     from robust_nic import paper
+    from robust_nic.config import ConfigError
 
     settings = OmegaConf.to_container(cfg, resolve=True)
-    jobs = paper.build_jobs(settings, log=lambda _: None)
+    try:
+        jobs = paper.build_jobs(settings, log=lambda _: None)
+    except ConfigError as err:  # a name the paper config gives that conf/ lacks: before any work
+        print(f"paper: error: {err}", file=sys.stderr)
+        sys.exit(2)
     if cfg.job is not None:  # one job of a stage's multirun
         job = next((j for j in jobs if j.id == cfg.job), None)
         if job is None:
