@@ -113,3 +113,22 @@ def train_small_codec(steps: int = 150, channels=(32, 48), seed: int = 0):
 @pytest.fixture(scope="session")
 def small_codec():
     return train_small_codec()
+
+
+def assert_names_declared(run_dir: Path) -> None:
+    """Every per_image.csv column and metrics.json key of an evaluation is a name metric_keys declares: a
+    new ad-hoc name, a hyphen or an old-style `<quantity>_attacked` / `<quantity>_delta` fails here."""
+    import csv
+    import json
+
+    from robust_nic.evaluation import metric_keys
+
+    with open(Path(run_dir) / "per_image.csv", newline="") as handle:
+        columns = next(csv.reader(handle))
+    keys = list(json.loads((Path(run_dir) / "metrics.json").read_text()))
+    assert columns and keys
+    for name in columns + keys:
+        names = [part for part in name.split("/") if not part.startswith("eps_")]  # eps_1e-05 is a value
+        assert not any("-" in part for part in names) and not name.endswith(("_attacked", "_delta")), name
+    assert [c for c in columns if not metric_keys.declared_column(c)] == []
+    assert [k for k in keys if not metric_keys.declared_key(k)] == []

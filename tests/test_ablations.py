@@ -23,13 +23,13 @@ SWEEPS = {
 }
 COLUMNS = {
     "delta_psnr": "test/adv/delta_psnr",
-    "psnr_attacked": "test/adv/psnr",
+    "psnr": "test/adv/psnr",
     "psnr_in": "test/adv/psnr_in",
-    "ms_ssim_attacked": "test/adv/ms_ssim",
-    "bpp_attacked": "test/adv/bpp",
-    "psnr_clean": "test/clean/psnr",
-    "ms_ssim_clean": "test/clean/ms_ssim",
-    "bpp_clean": "test/clean/bpp",
+    "ms_ssim": "test/adv/ms_ssim",
+    "bpp": "test/adv/bpp",
+    "clean/psnr": "test/clean/psnr",
+    "clean/ms_ssim": "test/clean/ms_ssim",
+    "clean/bpp": "test/clean/bpp",
 }
 
 
@@ -122,4 +122,4 @@ def test_budget_ablation_has_attack_and_noise_at_each_mse(tmp_path, photo_dir, c
         kind = "noise" if row["variant"] == "noise" else "adv"
         eps = math.sqrt(float(row["mse"]))
         assert float(row["delta_psnr"]) == pytest.approx(metrics[f"test/{kind}/eps_{eps:g}/delta_psnr"])
-        assert float(row["eps"]) == pytest.approx(eps) and math.isfinite(float(row["bpp_attacked"]))
+        assert float(row["eps"]) == pytest.approx(eps) and math.isfinite(float(row["bpp"]))

@@ -174,7 +174,7 @@ def test_whole_images_are_read_within_the_runs_max_pixels(tmp_path):
     """Evaluation, studies and fit-latent-range read their whole images through one reader of data.*."""
     Image.fromarray(photo("coffee.png")).save(tmp_path / "coffee.png")  # 600x400 = 0.24 MP
     x = whole_image_reader({"max_pixels": 300_000})(tmp_path / "coffee.png")
-    assert x.shape == (1, 3, 400, 600)
+    assert x.shape == (3, 400, 600)
     with pytest.raises(ImageError, match="data.max_pixels=100000"):
         whole_image_reader({"max_pixels": 100_000})(tmp_path / "coffee.png")
 

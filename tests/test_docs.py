@@ -37,12 +37,15 @@ def test_every_benchmark_result_says_how_where_and_when_it_was_made():
     assert all(f"bench/results/{p.name}" in page for p in files)
 
 
-def test_metric_key_table_lists_every_declared_metric():
-    from robust_nic.evaluation.metric_keys import METRICS
+def test_metric_key_table_lists_every_declared_metric_and_the_naming_scheme():
+    from robust_nic.evaluation.metric_keys import METRICS, RECORDED, RENAMED
 
     table = gen_pages().metric_keys()
-    assert all(f"`test/adv/{m.name}`" in table for m in METRICS if m.attacked)
-    assert all(f"`test/clean/{m.name}`" in table for m in METRICS if m.clean)
+    assert all(f"`test/adv/{m.name}`" in table for m in METRICS + RECORDED if m.attacked)
+    assert all(f"`test/clean/{m.name}`" in table for m in METRICS + RECORDED if m.clean)
+    assert all(f"| `{m.name}` | {m.label} |" in table for m in METRICS + RECORDED)
+    assert "Naming scheme" in table and "`delta_<quantity>`" in table
+    assert all(f"| `{old}` | `{new}` |" in table for old, new in RENAMED.items())
 
 
 def test_every_page_in_the_nav_exists_and_every_generated_part_renders():

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, compose_config, photo
+from conftest import ROOT, assert_names_declared, compose_config, photo
 from PIL import Image
 
 from robust_nic.codecs import CodecError, export_codec
@@ -61,6 +61,7 @@ def test_attack_evaluation_writes_metrics_images_and_figures(tmp_path, photo_dir
     assert results["psnr-rgb"] == [metrics["test/clean/psnr"]] and results["bpp"] == [metrics["test/clean/bpp"]]
     assert results["ms-ssim-rgb"] == [metrics["test/clean/ms_ssim"]]
     assert (tmp_path / "codec.pth.tar").is_file() and (tmp_path / "config.yaml").is_file()
+    assert_names_declared(tmp_path)
 
 
 def test_attack_beats_noise_baseline(tmp_path, photo_dir, checkpoint):
@@ -84,6 +85,7 @@ def test_several_budgets_in_one_run_make_a_curve(tmp_path, photo_dir, checkpoint
     rows = list(csv.DictReader(open(tmp_path / "per_image.csv")))
     assert [(r["image"], float(r["eps"])) for r in rows] == [("astronaut.png", 0.005), ("astronaut.png", 0.02)]
     assert (tmp_path / "delta_psnr_vs_eps.png").is_file()
+    assert_names_declared(tmp_path)  # test/adv/eps_<eps>/<name> keys
 
 
 def test_defense_reports_transferred_and_adaptive_attacks(tmp_path, photo_dir, checkpoint):
@@ -111,6 +113,7 @@ def test_adaptive_attack_is_never_weaker_than_the_transferred_one_on_any_image(t
     assert metrics["test/adaptive/from_transfer"] == pytest.approx(
         sum(float(r["adaptive/from_transfer"]) for r in rows) / 4
     )
+    assert_names_declared(tmp_path)  # adaptive rows and their flags
 
 
 def test_noise_baseline_with_a_defense_writes_no_adaptive_rows(tmp_path, photo_dir, checkpoint, caplog):

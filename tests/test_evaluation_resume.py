@@ -90,6 +90,10 @@ def test_a_rerun_continues_after_the_finished_images_and_refuses_other_settings(
     whole = evaluate(compose_config("evaluate", args), tmp_path / "whole")
     # A run that finished two images: the rows of an uninterrupted run's first two images on disk.
     evaluate(compose_config("evaluate", [*args, "max_images=2"]), tmp_path / "run")
+    # ... written by an earlier version, under its names of the same quantities (metric_keys.RENAMED).
+    old_csv = (tmp_path / "run" / "per_image.csv").read_text()
+    assert "adv/delta_ms_ssim_db" in old_csv
+    (tmp_path / "run" / "per_image.csv").write_text(old_csv.replace("adv/delta_ms_ssim_db", "adv/ms_ssim_db_delta"))
     capsys.readouterr()
     resumed = evaluate(compose_config("evaluate", args), tmp_path / "run")
     assert "2 of 4 test images are finished (per_image.csv); next " in capsys.readouterr().out

@@ -60,7 +60,7 @@ def test_latent_range_matches_g_a_and_attack_leaves_the_safe_zone(latents_run, p
     metrics = json.loads((out / "metrics.json").read_text())
     outside = metrics[f"study/latents/a/{first_image}/outside"]
     assert 0 < outside <= 1
-    assert metrics["study/latents/a/bpp_adversarial"] > 0
+    assert metrics["study/latents/a/adv/bpp"] > 0
 
 
 def test_symbol_histograms_count_every_latent_and_pmfs_sum_to_one(latents_run, photo_dir):
@@ -78,7 +78,7 @@ def test_symbol_histograms_count_every_latent_and_pmfs_sum_to_one(latents_run, p
             total = sum(float(r["predicted_probability"]) for r in mine if r["entropy_model"] == model)
             assert total == pytest.approx(1.0, abs=1e-3)
     summary = read_csv(out / "latents.csv")
-    assert all(float(r["bpp_adversarial"]) > 0 and float(r["bpp_natural"]) > 0 for r in summary)
+    assert all(float(r["adv/bpp"]) > 0 and float(r["clean/bpp"]) > 0 for r in summary)
     for png in [
         "latent_symbols_a.png",
         "latent_symbols_b.png",

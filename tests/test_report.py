@@ -69,6 +69,7 @@ def test_report_has_clean_robustness_and_study_sections(runs, tmp_path):
     assert any("adv (direct)" in line and "| 18.10 | 6.50 |" in line for line in robustness)
     assert any("adaptive" in line and "| 13.10 | n/a |" in line for line in robustness)
     assert "| robust | 30.00 | 20.00 |" in text  # the study's summary table
+    assert "PSNR vs the original 30.0 dB after one pass, 20.0 dB after 3 (recompression)" in text  # findings
     assert "![quality per generation](files/recompression/recompression.png)" in text
     assert (tmp_path / "report" / "files" / "recompression" / "recompression.png").is_file()
     page = (tmp_path / "report" / "report.html").read_text()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import compose_config
+from conftest import assert_names_declared, compose_config
 from omegaconf import OmegaConf
 
 from robust_nic.attacks import AttackConfigError, AttackSuite, build_attack
@@ -47,6 +47,7 @@ def test_worst_case_is_per_image_the_strongest_member(checkpoint, photo_dir, tmp
         assert deltas[winner] == max(deltas.values())
         # the kept example is the winner's own: its input PSNR too
         assert float(row["adv/psnr_in"]) == pytest.approx(float(alone[winner][image]["adv/psnr_in"]), abs=1e-9)
+    assert_names_declared(tmp_path / "worst")  # adv/won_by_<member>
 
 
 def test_suite_options_and_errors():

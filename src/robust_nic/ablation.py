@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from robust_nic.evaluation import metric_keys
+from robust_nic.evaluation.metric_keys import BY_NAME
 from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps, write_rows_csv
 from robust_nic.plotting import plt, save_figure
 from robust_nic.rows import markdown_table
@@ -26,15 +27,10 @@ from robust_nic.sweep import job_results
 
 log = logging.getLogger(__name__)
 
-# Row column -> metric name in metrics.json (per attack kind).
-ATTACK_COLUMNS = {
-    "delta_psnr": "delta_psnr",
-    "psnr_attacked": "psnr",
-    "psnr_in": "psnr_in",
-    "ms_ssim_attacked": "ms_ssim",
-    "bpp_attacked": "bpp",
-}
-CLEAN_COLUMNS = {"psnr_clean": "psnr", "ms_ssim_clean": "ms_ssim", "bpp_clean": "bpp"}
+# Each row is one attack (its `attack` column): its quantities under their own names, the clean coding's
+# beside them as `clean/<name>` (metric_keys' naming scheme).
+ATTACK_METRICS = ("delta_psnr", "psnr", "psnr_in", "ms_ssim", "bpp")
+CLEAN_METRICS = ("psnr", "ms_ssim", "bpp")
 
 
 def job_attack(job_dir: Path) -> dict:
@@ -53,12 +49,17 @@ def variant_rows(sweep_dir: Path, variant_key: str) -> list[dict]:
         steps = 0 if attack["name"] == "noise" else attack["steps"]  # noise takes no steps
         row |= {"distance": attack["distance"], "steps": steps, "eps": attack["eps"]}
         row |= {"mse": float(attack["eps"]) ** 2}
-        row |= {
-            col: result.get(metric_keys.key("adv", name), math.nan) for col, name in ATTACK_COLUMNS.items()
-        }
-        row |= {col: result.get(metric_keys.clean_key(name), math.nan) for col, name in CLEAN_COLUMNS.items()}
+        row |= {name: result.get(metric_keys.key("adv", name), math.nan) for name in ATTACK_METRICS}
+        row |= clean_columns(result)
         rows.append(row)
     return rows
+
+
+def clean_columns(metrics: dict) -> dict:
+    return {
+        metric_keys.column(metric_keys.CLEAN, n): metrics.get(metric_keys.clean_key(n), math.nan)
+        for n in CLEAN_METRICS
+    }
 
 
 def budget_rows(sweep_dir: Path) -> list[dict]:
@@ -84,13 +85,8 @@ def budget_rows(sweep_dir: Path) -> list[dict]:
                 )
                 row = {"variant": name, "job": job_dir.name, "attack": name, "distance": attack["distance"]}
                 row |= {"steps": 0 if kind == "noise" else attack["steps"], "eps": eps, "mse": float(mse)}
-                row |= {
-                    col: metrics.get(metric_keys.key(kind, n, key_eps), math.nan)
-                    for col, n in ATTACK_COLUMNS.items()
-                }
-                row |= {
-                    col: metrics.get(metric_keys.clean_key(n), math.nan) for col, n in CLEAN_COLUMNS.items()
-                }
+                row |= {n: metrics.get(metric_keys.key(kind, n, key_eps), math.nan) for n in ATTACK_METRICS}
+                row |= clean_columns(metrics)
                 rows.append(row)
     return rows
 
@@ -100,10 +96,11 @@ def plot_variants(rows: list[dict], title: str, path: Path) -> Path:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = [str(r["variant"]) for r in rows]
     left.bar(names, [r["delta_psnr"] for r in rows], color="tab:red")
-    left.set_ylabel("delta PSNR (dB) = PSNR_in - PSNR_out")
-    right.bar(names, [r["psnr_attacked"] for r in rows], color="tab:blue", label="attacked")
-    right.axhline(rows[0]["psnr_clean"], color="black", linestyle="--", label="clean")
-    right.set_ylabel("PSNR of the reconstruction vs the source (dB)")
+    left.set_ylabel(BY_NAME["delta_psnr"].axis_label)
+    right.bar(names, [r["psnr"] for r in rows], color="tab:blue", label="attacked")
+    clean_psnr = rows[0][metric_keys.column(metric_keys.CLEAN, "psnr")]
+    right.axhline(clean_psnr, color="black", linestyle="--", label="clean")
+    right.set_ylabel(BY_NAME["psnr"].axis_label)
     right.legend()
     for axis in (left, right):
         axis.tick_params(axis="x", rotation=30)

@@ -16,11 +16,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MIN_SIDE = 8  # smaller images carry no usable content for a codec
 # Largest file decoded at all (training crops come from it): 64 MP is 192 MB as 8-bit RGB.
 MAX_DECODE_PIXELS = 64_000_000
-# Default data.max_pixels: the largest image coded and attacked whole (validation, evaluate.py).
 # bench/memory.py (bench/results/memory_cpu.json): a default attacked evaluation peaks at about
 # ATTACK_GB_BASE + ATTACK_GB_PER_MP * MP for a zoo-size bmshj2018-hyperprior (the default tiny codec:
-# 1.2 + 1.04 * MP), so 3.5 MP stays within 8 GB for both. Heavier codecs (mbt2018, cheng2020) need more.
-MAX_PIXELS = 3_500_000
+# 1.2 + 1.04 * MP), so data.max_pixels' default (settings.DataSettings), 3.5 MP, stays within 8 GB for both.
+# Heavier codecs (mbt2018, cheng2020) need more.
 ATTACK_GB_BASE = 1.3
 ATTACK_GB_PER_MP = 1.84
 
@@ -50,6 +49,16 @@ def read_image(path: str | Path, max_pixels: int = MAX_DECODE_PIXELS) -> torch.T
     if min(height, width) < MIN_SIDE:
         raise ImageError(f"{path} is {width}x{height}: images need at least {MIN_SIDE} px per side")
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) of an image file from its header (no pixels decoded); None when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Exception:  # PIL raises many types; read_image says what is wrong where the image is read
+        return None
+    return height, width
 
 
 def _to_rgb_array(img: Image.Image, path: Path) -> np.ndarray:

@@ -30,6 +30,7 @@ from torch import nn
 
 from robust_nic.coding import Coded, code, crop, forward_padded, pad
 from robust_nic.scoped import eval_mode, patched
+from robust_nic.settings import PROXIES, ConfigError
 
 __all__ = [
     "PROXIES",
@@ -46,12 +47,11 @@ __all__ = [
     "smooth_reconstruction",
 ]
 
-PROXIES = ("skip", "noise", "ste", "none")
 # Proxies whose forward yields likelihoods (a rate objective needs them).
 PROXIES_WITH_LIKELIHOODS = ("noise", "ste", "none")
 
 
-class ProxyError(ValueError):
+class ProxyError(ConfigError):
     """A quantization proxy that is unknown or cannot serve the requested objective."""
 
 

@@ -20,7 +20,7 @@ from robust_nic.metrics import ms_ssim_db
 
 QUALITIES = {
     "psnr": (clean_key("psnr"), float),
-    "ms-ssim": (clean_key("ms_ssim"), lambda v: float(ms_ssim_db(v))),
+    "ms_ssim": (clean_key("ms_ssim"), lambda v: float(ms_ssim_db(v))),
 }
 
 

@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from robust_nic.evaluation.metric_keys import BY_NAME
 from robust_nic.images import write_png
 from robust_nic.plotting import plt, save_figure
 from robust_nic.rows import column_union
@@ -87,7 +88,7 @@ def plot_delta_psnr_vs_eps(
         axis.plot([e for e, _ in curve], [d for _, d in curve], marker="o", label=label)
     axis.set_xscale("log")
     axis.set_xlabel(xlabel)
-    axis.set_ylabel("delta PSNR (dB) = PSNR_in - PSNR_out")
+    axis.set_ylabel(BY_NAME["delta_psnr"].axis_label)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
     if title:

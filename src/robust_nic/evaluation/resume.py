@@ -18,14 +18,16 @@ import yaml
 
 from robust_nic.attacks.suite import AttackSuite
 from robust_nic.config import ConfigError
+from robust_nic.evaluation.metric_keys import upgrade_names
 
 log = logging.getLogger(__name__)
 
 ROWS = "per_image.csv"
 SETTINGS = "config.yaml"
 # Settings that change neither which images are measured how nor their numbers: a re-run may differ in them
-# (max_images: a larger value continues with the next images of the same sorted list).
-FREE = ("progress", "threads", "max_images", "save_images")
+# (max_images: a larger value continues with the next images of the same sorted list; threads and
+# eval.batch_size change floating-point sums only).
+FREE = ("progress", "threads", "max_images", "save_images", "eval.batch_size")
 
 
 class EvaluationSettingsError(ConfigError):
@@ -38,13 +40,18 @@ def image_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") % 2**63
 
 
-def seeded_for(attack, name: str):
-    """`attack` with its generator seeded by (attack.seed, image name); unseeded attacks stay unseeded."""
+def seeded_for(attack, name: str | list[str]):
+    """`attack` with its generator seeded by (attack.seed, image name); unseeded attacks stay unseeded.
+    A list of names (a batch): one seed per image, so each draws what it draws alone (attacks.draws)."""
     if attack is None:
         return None
     if isinstance(attack, AttackSuite):
         return dataclasses.replace(attack, members={k: seeded_for(a, name) for k, a in attack.members.items()})
-    return attack if attack.seed is None else dataclasses.replace(attack, seed=image_seed(attack.seed, name))
+    if attack.seed is None:
+        return attack
+    if isinstance(name, str):
+        return dataclasses.replace(attack, seed=image_seed(attack.seed, name))
+    return dataclasses.replace(attack, seed=tuple(image_seed(attack.seed, one) for one in name))
 
 
 def seed_image(seed: int, name: str) -> None:
@@ -91,12 +98,15 @@ def _at(settings: dict, dotted: str):
 
 
 def finished_rows(run_dir: Path) -> list[dict]:
-    """The rows per_image.csv holds (each image's rows are written together), values as the run had them."""
+    """The rows per_image.csv holds (each image's rows are written together), values as the run had them.
+    Columns of an earlier version's names are read as today's (metric_keys.RENAMED: the same numbers), so a
+    continued run writes one consistent file."""
     path = Path(run_dir) / ROWS
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [{k: _value(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
+    return [upgrade_names({k: _value(v) for k, v in row.items() if v != ""}) for row in rows]
 
 
 def _value(text: str):

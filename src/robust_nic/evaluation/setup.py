@@ -22,6 +22,7 @@ from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
 from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.resume import check_same_settings
 from robust_nic.fingerprints import training_image_check
+from robust_nic.settings import EvalSettings, plain
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +100,12 @@ def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True, resumable:
     inputs = EvalInputs(settings, device, codecs, files, training_images=training_images)
     if read_images:
         read_test_image = whole_image_reader(settings["data"])
-        inputs.images = [(path.name, read_test_image(path).to(device)) for path in files]
+        inputs.images = [(path.name, read_test_image(path)[None].to(device)) for path in files]
     return inputs
 
 
-EVAL_DEFAULTS = {"allow_training_images": False}
-
-
 def eval_settings(settings: dict) -> dict:
-    return EVAL_DEFAULTS | (settings.get("eval") or {})
+    return settings.get("eval") or plain(EvalSettings())
 
 
 def checkpoint_paths(settings: dict) -> list[str]:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from robust_nic.config import ConfigError, compose_config, write_json
 from robust_nic.evaluation import metric_keys
 from robust_nic.evaluation.manifest import write_manifest
+from robust_nic.evaluation.metric_keys import BY_NAME
 from robust_nic.evaluation.outputs import write_rows_csv
 from robust_nic.plotting import plt, save_figure
 from robust_nic.rows import markdown_table
@@ -32,21 +33,16 @@ log = logging.getLogger(__name__)
 
 EXPLANATION = (
     "Each codec was trained from scratch with the same data, batch, steps and lambda, then coded clean and "
-    "attacked at the same budget on the held-out photos (means over images). psnr_clean: clean reconstruction "
-    "vs source; delta_psnr: PSNR(x, x_adv) - PSNR(x_hat, x_hat_adv), how much the codec amplifies the "
-    "perturbation; psnr_attacked: attacked reconstruction vs the clean source (the damage a viewer sees); "
-    "source_damage_db: psnr_clean - psnr_attacked; bpp_change_pct: rate of the attacked bitstream vs the clean one."
+    "attacked at the same budget on the held-out photos (means over images). clean/psnr: clean reconstruction "
+    "vs source; adv/delta_psnr: PSNR(x, x_adv) - PSNR(x_hat, x_hat_adv), how much the codec amplifies the "
+    "perturbation; adv/psnr: attacked reconstruction vs the clean source (the damage a viewer sees); "
+    "source_damage_db: clean/psnr - adv/psnr; adv/delta_bpp_pct: rate of the attacked bitstream vs the clean one."
 )
 
-COLUMNS = {  # row column -> (attack kind, metric) in the evaluation's metrics.json
-    "bpp_clean": ("clean", "bpp"),
-    "psnr_clean": ("clean", "psnr"),
-    "psnr_in": ("adv", "psnr_in"),
-    "delta_psnr": ("adv", "delta_psnr"),
-    "psnr_attacked": ("adv", "psnr"),
-    "bpp_attacked": ("adv", "bpp"),
-    "bpp_change_pct": ("adv", "delta_bpp_pct"),
-}
+# (kind, metric) of the evaluation's metrics.json, each a `<kind>/<metric>` column (metric_keys' scheme).
+COLUMNS = (("clean", "bpp"), ("clean", "psnr"), ("adv", "psnr_in"), ("adv", "delta_psnr"), ("adv", "psnr"),
+           ("adv", "bpp"), ("adv", "delta_bpp_pct"))  # fmt: skip
+CLEAN_PSNR, ADV_PSNR = metric_keys.column("clean", "psnr"), metric_keys.column("adv", "psnr")
 
 
 @dataclass(frozen=True)
@@ -94,20 +90,19 @@ def variant_row(label: str, trained: DictConfig, metrics: dict) -> dict:
     model = trained.model
     row = {"variant": label, "arch": model.arch, "channels": list(model.channels or []),
            "train_steps": int(trained.trainer.max_steps), "quality": int(model.quality)}  # fmt: skip
-    for column, (kind, name) in COLUMNS.items():
-        key = metric_keys.clean_key(name) if kind == "clean" else metric_keys.key(kind, name)
-        row[column] = float(metrics.get(key, math.nan))
-    row["source_damage_db"] = row["psnr_clean"] - row["psnr_attacked"]
+    for kind, name in COLUMNS:
+        row[metric_keys.column(kind, name)] = float(metrics.get(metric_keys.key(kind, name), math.nan))
+    row["source_damage_db"] = row[CLEAN_PSNR] - row[ADV_PSNR]
     return row
 
 
 def plot_architectures(rows: list[dict], title: str, path: Path) -> Path:
     labels = [r["variant"] for r in rows]
     panels = [
-        ("psnr_clean", "psnr_attacked", "PSNR vs source (dB): clean | attacked"),
-        ("delta_psnr", None, "delta_psnr (dB)"),
-        ("bpp_clean", "bpp_attacked", "bpp: clean | attacked"),
-        ("bpp_change_pct", None, "bpp change (%)"),
+        (CLEAN_PSNR, ADV_PSNR, f"{BY_NAME['psnr'].label}: clean | attacked"),
+        ("adv/delta_psnr", None, BY_NAME["delta_psnr"].axis_label),
+        ("clean/bpp", "adv/bpp", f"{BY_NAME['bpp'].label}: clean | attacked"),
+        ("adv/delta_bpp_pct", None, BY_NAME["delta_bpp_pct"].label),
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     positions = range(len(rows))
@@ -124,8 +119,8 @@ def plot_architectures(rows: list[dict], title: str, path: Path) -> Path:
     return save_figure(figure, path)
 
 
-TABLE_COLUMNS = ["variant", "arch", "channels", "train_steps", "bpp_clean", "psnr_clean", "delta_psnr",
-                 "psnr_attacked", "source_damage_db", "bpp_change_pct"]  # fmt: skip
+TABLE_COLUMNS = ["variant", "arch", "channels", "train_steps", "clean/bpp", CLEAN_PSNR, "adv/delta_psnr", ADV_PSNR,
+                 "source_damage_db", "adv/delta_bpp_pct"]  # fmt: skip
 
 
 @STUDIES.register("architectures", options=ArchitecturesOptions)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
+from robust_nic.evaluation.metric_keys import BY_NAME
 from robust_nic.plotting import plt, save_figure
 
-QUALITY_PANELS = (("psnr", "PSNR vs original (dB)"), ("ms_ssim", "MS-SSIM vs original"), ("bpp", "bpp"))
+QUALITY_PANELS = tuple((name, BY_NAME[name].axis_label) for name in ("psnr", "ms_ssim", "bpp"))
 
 
 def plot_quality_vs_generation(means: list[dict], path: Path) -> Path:

@@ -31,6 +31,8 @@ from robust_nic.studies import STUDIES, CodecListOptions
 from robust_nic.studies.latent_figures import plot_latent_range, plot_symbol_histogram
 
 log = logging.getLogger(__name__)
+# The bpp of each input, named as metric_keys names it.
+BPP_COLUMN = {"natural": "clean/bpp", "adversarial": "adv/bpp"}
 
 EXPLANATION = (
     "Range: per channel of the analysis transform's latent y = g_a(x), the max and min over positions for "
@@ -204,12 +206,12 @@ def run_latents(cfg: DictConfig, run_dir: Path) -> dict:
             stem = f"latent_range_{label}_{Path(name).stem}.png"
             plot_latent_range(rows, f"{label}, {name}: delta_psnr {delta_psnr:.2f} dB", run_dir / stem)
             figures[stem] = f"Latent range of {name} on {label}: natural (shaded) vs adversarial (lines)."
-            image_rows.append({"codec": label, "image": name, "delta_psnr": delta_psnr, "outside": outside,
-                               "bpp_natural": float(clean.bpp[0]), "bpp_adversarial": float(attacked.bpp[0])})  # fmt: skip
+            image_rows.append({"codec": label, "image": name, "adv/delta_psnr": delta_psnr, "outside": outside,
+                               "clean/bpp": float(clean.bpp[0]), "adv/bpp": float(attacked.bpp[0])})  # fmt: skip
             metrics[f"study/latents/{label}/{name}/outside"] = outside
-            metrics[f"study/latents/{label}/{name}/delta_psnr"] = delta_psnr
+            metrics[f"study/latents/{label}/{name}/adv/delta_psnr"] = delta_psnr
             for kind, recorded in (("natural", natural), ("adversarial", adversarial)):
-                bpp[kind].append(image_rows[-1][f"bpp_{kind}"])
+                bpp[kind].append(image_rows[-1][BPP_COLUMN[kind]])
                 for model, pair in recorded.items():
                     pooled[kind][model].append(pair)
         summary += image_rows
@@ -229,7 +231,7 @@ def run_latents(cfg: DictConfig, run_dir: Path) -> dict:
         plot_symbol_histogram(panels, f"{label}: bpp natural {means['natural']:.3f}, "
                               f"adversarial {means['adversarial']:.3f}", run_dir / stem)  # fmt: skip
         figures[stem] = f"Coded symbols vs the entropy model's predicted pmf on {label} (all images pooled)."
-        metrics |= {f"study/latents/{label}/bpp_{k}": v for k, v in means.items()}
+        metrics |= {f"study/latents/{label}/{BPP_COLUMN[k]}": v for k, v in means.items()}
         metrics[f"study/latents/{label}/outside"] = mean_of(image_rows, "outside")
     write_rows_csv(range_table, run_dir / "latent_range.csv")
     write_rows_csv(hist_rows, run_dir / "latent_symbols.csv")

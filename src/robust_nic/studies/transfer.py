@@ -21,6 +21,7 @@ from robust_nic.attacks.budget import Budget
 from robust_nic.coding import Coded
 from robust_nic.config import ConfigError, write_json
 from robust_nic.defenses import Defense, build_defense
+from robust_nic.evaluation import metric_keys
 from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.measure import adversarial_metrics
 from robust_nic.evaluation.outputs import mean_of, write_rows_csv
@@ -127,18 +128,17 @@ class TransferOptions(CodecListOptions):
 
     def __post_init__(self):
         if self.fit not in ("crop", "resize"):
-            raise ValueError(f"study.fit must be crop or resize, not {self.fit!r}")
+            raise ConfigError(f"study.fit={self.fit} is unknown; choose crop | resize")
 
 
 @STUDIES.register("transfer", options=TransferOptions)
 def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
     """`python evaluate.py study=transfer attack=pgd ... [study.codecs=[A,B]]`: CSVs, heat-maps, JSONs."""
     inputs = prepare(cfg, run_dir)
-    settings, study = inputs.settings, inputs.study
+    settings, options = inputs.settings, STUDIES.options("transfer", inputs.study)
     attack = required_attack(settings, "transfer")
     attack = attack.with_eps(single_eps(settings, "transfer"))
-    fit = study.get("fit") or "crop"
-    fit_perturbation(torch.zeros(1, 3, 1, 1), (1, 1), fit)  # validates study.fit before any attack runs
+    fit = options.fit
     coders = {
         label: build_defense(inputs.defense_cfg, codec).to(inputs.device)
         for label, codec in inputs.codecs.items()
@@ -151,7 +151,7 @@ def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
     main = inputs.main_label
     metrics, figures, tables, summary = {}, {}, {}, []
 
-    if study.get("cross_image", True):
+    if options.cross_image:
         matrix, rows = cross_image(inputs.images, adversarial[main], coders[main], clean[main], attack.budget, fit)
         write_rows_csv(rows, run_dir / "transfer_images.csv")
         write_rows_csv(
@@ -167,9 +167,9 @@ def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
             run_dir / "transfer_images.png",
         )
         diagonal, off = _diagonal_split(matrix)
-        metrics |= {"study/transfer/images/diagonal": diagonal, "study/transfer/images/off_diagonal": off}
-        summary.append({"transfer": f"image -> same image ({main})", "mean delta_psnr": diagonal})
-        summary.append({"transfer": f"image -> other images ({main})", "mean delta_psnr": off})
+        metrics |= {metric_keys.TRANSFER_DIAGONAL: diagonal, metric_keys.TRANSFER_OFF_DIAGONAL: off}
+        summary.append({"transfer": f"image -> same image ({main})", "delta_psnr": diagonal})
+        summary.append({"transfer": f"image -> other images ({main})", "delta_psnr": off})
         figures["transfer_images.png"] = (
             "Cross-image delta_psnr (dB): perturbation of the row's image added to the column's image."
         )
@@ -195,11 +195,11 @@ def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
     )
     for a, crafted_on in enumerate(labels):
         for b, coded_by in enumerate(labels):
-            metrics[f"study/transfer/codecs/{crafted_on}->{coded_by}/delta_psnr"] = float(matrix[a, b])
+            metrics[metric_keys.transfer_pair_key(crafted_on, coded_by)] = float(matrix[a, b])
             summary.append(
                 {
                     "transfer": f"crafted on {crafted_on}, coded by {coded_by}",
-                    "mean delta_psnr": float(matrix[a, b]),
+                    "delta_psnr": float(matrix[a, b]),
                 }
             )
     figures["transfer_codecs.png"] = (

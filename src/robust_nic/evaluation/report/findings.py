@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from robust_nic.evaluation.metric_keys import clean_key
+from robust_nic.evaluation.metric_keys import (
+    ADAPTIVE,
+    ADV,
+    DELTA_PSNR,
+    NOISE,
+    PSNR,
+    PSNR_IN,
+    PSNR_OUT,
+    TRANSFER_DIAGONAL,
+    TRANSFER_OFF_DIAGONAL,
+    clean_key,
+    column,
+    generation_column,
+    generation_of,
+    transfer_pairs,
+)
 from robust_nic.evaluation.report.runs import Run, baseline
 from robust_nic.evaluation.report.tables import attack_text, eps_text, fmt
 
@@ -16,25 +31,25 @@ def findings(runs: list[Run], rows: list[dict]) -> list[str]:
         if not run.defended:
             items.append(
                 f"`{run.codec}` under {attack_text(row['attack'])} at eps {eps}: delta_psnr "
-                f"{fmt(row.get('delta_psnr'), 1)} dB, i.e. a perturbation of PSNR_in {fmt(row.get('psnr_in'), 1)} dB "
-                f"moves the reconstruction by PSNR_out {fmt(row.get('psnr_out'), 1)} dB; its PSNR vs the source "
-                f"is {fmt(run.metrics.get(clean_key('psnr')), 1)} dB clean, {fmt(row.get('psnr'), 1)} dB attacked."
+                f"{fmt(row.get(DELTA_PSNR), 1)} dB, i.e. a perturbation of PSNR_in {fmt(row.get(PSNR_IN), 1)} dB "
+                f"moves the reconstruction by PSNR_out {fmt(row.get(PSNR_OUT), 1)} dB; its PSNR vs the source "
+                f"is {fmt(run.metrics.get(clean_key(PSNR)), 1)} dB clean, {fmt(row.get(PSNR), 1)} dB attacked."
             )
-        elif row["kind"] == "adaptive":
+        elif row["kind"] == ADAPTIVE:
             adv = next(
-                (r for r in rows if r["run"] is run and r["eps"] == row["eps"] and r["kind"] == "adv"), {}
+                (r for r in rows if r["run"] is run and r["eps"] == row["eps"] and r["kind"] == ADV), {}
             )
             base = baseline(run, runs)
             base_rows = [r for r in rows if base is not None and r["run"] is base and r["eps"] == row["eps"]]
-            before = f" (no defense: {fmt(base_rows[0].get('delta_psnr'), 1)} dB)" if base_rows else ""
+            before = f" (no defense: {fmt(base_rows[0].get(DELTA_PSNR), 1)} dB)" if base_rows else ""
             cost = (
                 f"; clean cost {fmt(row['cost_bpp'], 3, sign=True)} bpp, {fmt(row['cost_psnr'], 2, sign=True)} dB"
                 if "cost_bpp" in row
                 else ""
             )
             items.append(
-                f"`{run.codec}` with defense {run.defense} at eps {eps}: delta_psnr {fmt(adv.get('delta_psnr'), 1)} dB "
-                f"transferred, {fmt(row.get('delta_psnr'), 1)} dB adaptive{before}{cost}."
+                f"`{run.codec}` with defense {run.defense} at eps {eps}: delta_psnr {fmt(adv.get(DELTA_PSNR), 1)} dB "
+                f"transferred, {fmt(row.get(DELTA_PSNR), 1)} dB adaptive{before}{cost}."
             )
     for run in runs:
         if run.is_study:
@@ -47,26 +62,23 @@ def study_findings(run: Run) -> list[str]:
     if study == "recompression":
         items = []
         for row in summary:
-            last = next((k for k in row if k.startswith("psnr_gen") and k != "psnr_gen1"), "psnr_gen1")
+            last = max((generation_of(k, PSNR) or 1 for k in row), default=1)
             items.append(
-                f"Recompression of `{row['codec']}`: PSNR vs the original {fmt(row.get('psnr_gen1'), 1)} dB after one "
-                f"pass, {fmt(row.get(last), 1)} dB after {last.removeprefix('psnr_gen')} ({run.name})."
+                f"Recompression of `{row['codec']}`: PSNR vs the original "
+                f"{fmt(row.get(generation_column(PSNR, 1)), 1)} dB after one pass, "
+                f"{fmt(row.get(generation_column(PSNR, last)), 1)} dB after {last} ({run.name})."
             )
         return items
     if study == "transfer":
         items = []
-        diagonal = run.metrics.get("study/transfer/images/diagonal")
+        diagonal = run.metrics.get(TRANSFER_DIAGONAL)
         if diagonal is not None:
-            off = run.metrics.get("study/transfer/images/off_diagonal")
+            off = run.metrics.get(TRANSFER_OFF_DIAGONAL)
             items.append(
                 f"Cross-image transfer ({run.name}): delta_psnr {fmt(diagonal, 1)} dB on the image the perturbation "
                 f"was crafted for, {fmt(off, 1)} dB on other images."
             )
-        pairs = {
-            tuple(k.split("/", 3)[3].rsplit("/", 1)[0].split("->")): v
-            for k, v in run.metrics.items()
-            if k.startswith("study/transfer/codecs/")
-        }
+        pairs = transfer_pairs(run.metrics)
         for (crafted_on, coded_by), value in pairs.items():
             if crafted_on != coded_by:
                 own = fmt(pairs.get((coded_by, coded_by)), 1)
@@ -77,7 +89,8 @@ def study_findings(run: Run) -> list[str]:
         return items
     if study == "noise":
         parts = [
-            f"MSE {row['mse']:.0e}: noise {fmt(row.get('noise/delta_psnr'), 1)} dB, attack {fmt(row.get('adv/delta_psnr'), 1)} dB"
+            f"MSE {row['mse']:.0e}: noise {fmt(row.get(column(NOISE, DELTA_PSNR)), 1)} dB, "
+            f"attack {fmt(row.get(column(ADV, DELTA_PSNR)), 1)} dB"
             for row in summary
         ]
         return (

@@ -7,10 +7,17 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from robust_nic.evaluation.metric_keys import BY_NAME
 from robust_nic.evaluation.report.findings import findings
 from robust_nic.evaluation.report.render import to_html, to_markdown
 from robust_nic.evaluation.report.runs import Run, find_runs
-from robust_nic.evaluation.report.tables import clean_table, records_table, robustness_rows, robustness_table
+from robust_nic.evaluation.report.tables import (
+    ATTACKED_PSNR,
+    clean_table,
+    records_table,
+    robustness_rows,
+    robustness_table,
+)
 
 MAX_EXAMPLE_FIGURES = 4  # per-image attack figures embedded (one per run)
 
@@ -69,8 +76,9 @@ def build_blocks(runs: list[Run], out: Path) -> list[tuple]:
             (
                 "p",
                 "One row per codec, defense, budget and attack kind; values are means over the test images. "
-                "'PSNR attacked (clean)' is the attacked reconstruction's PSNR vs the source, with the clean one "
-                "in brackets; 'bpp change' is the relative change of the bitstream size under attack.",
+                f"'{ATTACKED_PSNR}' is the attacked reconstruction's PSNR vs the source, with the clean one "
+                f"in brackets; '{BY_NAME['delta_bpp_pct'].label}' is the relative change of the bitstream size "
+                "under attack.",
             ),  # fmt: skip
             ("table", *robustness_table(rows)),
         ]

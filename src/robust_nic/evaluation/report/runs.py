@@ -12,7 +12,7 @@ import yaml
 
 from robust_nic.evaluation.labels import model_label
 from robust_nic.evaluation.manifest import read_manifest
-from robust_nic.evaluation.metric_keys import clean_key
+from robust_nic.evaluation.metric_keys import clean_key, upgrade_names
 
 
 @dataclass
@@ -120,7 +120,7 @@ def _load(path: Path, name: str) -> Run:
     raw = _read(path / "metrics.json", json.loads) if (path / "metrics.json").is_file() else {}
     if not isinstance(raw, dict):
         raise RunFileError(f"{path / 'metrics.json'} is not a JSON object")
-    metrics = {k: float(v) for k, v in raw.items() if _is_number(v)}
+    metrics = upgrade_names({k: float(v) for k, v in raw.items() if _is_number(v)})  # older runs' names too
     info = {k: v for k, v in raw.items() if k not in metrics}
     try:
         manifest = read_manifest(path)

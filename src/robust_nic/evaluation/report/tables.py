@@ -7,7 +7,11 @@ import math
 from robust_nic.evaluation import metric_keys
 from robust_nic.evaluation.metric_keys import (
     ATTACK_KINDS,
+    BPP,
+    BY_NAME,
     CLEAN_METRICS,
+    DELTA_PSNR,
+    PSNR,
     attack_budgets,
     budget_eps,
     clean_key,
@@ -65,22 +69,26 @@ def robustness_rows(run: Run, runs: list[Run]) -> list[dict]:
     m = run.metrics
     cost = {}
     if base is not None:
-        cost = {
-            f"cost_{name}": m[clean_key(name)] - base.metrics[clean_key(name)] for name in ("bpp", "psnr")
-        }
+        cost = {f"cost_{name}": m[clean_key(name)] - base.metrics[clean_key(name)] for name in (BPP, PSNR)}
     rows = []
     for eps in budgets:
         for kind in ATTACK_KINDS:
             values = metric_keys.values(m, kind, budget_eps(eps, budgets))
-            if "delta_psnr" not in values:
+            if DELTA_PSNR not in values:
                 continue
             rows.append({"run": run, "eps": eps, "kind": kind, "attack": attack} | values | cost)
     return rows
 
 
+ATTACKED_PSNR = f"{BY_NAME[PSNR].label}: attacked (clean)"
+ROBUSTNESS_METRICS = ("psnr_in", "psnr_out", "delta_psnr", "delta_psnr_smooth", "psnr", "delta_bpp_pct")
+
+
 def robustness_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    columns = ["Codec", "Quality", "Defense", "Attack", "eps", "Row", "PSNR_in", "PSNR_out", "delta_psnr",
-               "delta_psnr smooth", "PSNR attacked (clean)", "bpp change", "Defense cost: bpp", "Defense cost: PSNR", "Run"]  # fmt: skip
+    label = {name: BY_NAME[name].label for name in ROBUSTNESS_METRICS}
+    columns = ["Codec", "Quality", "Defense", "Attack", "eps", "Row", label["psnr_in"], label["psnr_out"],
+               label["delta_psnr"], label["delta_psnr_smooth"], ATTACKED_PSNR,
+               label["delta_bpp_pct"], "Defense cost: bpp", "Defense cost: PSNR", "Run"]  # fmt: skip
     table = []
     for row in rows:
         run = row["run"]
@@ -93,8 +101,8 @@ def robustness_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             run.codec, str(run.model.get("quality")), run.defense, attack_text(row["attack"]),
             eps_text(row["eps"], row["attack"].get("norm", "rms")), kind, fmt(row.get("psnr_in")),
             fmt(row.get("psnr_out")), fmt(row.get("delta_psnr")), fmt(row.get("delta_psnr_smooth")),
-            f"{fmt(row.get('psnr'))} ({fmt(run.metrics.get(clean_key('psnr')))})",
-            f"{fmt(row.get('delta_bpp_pct'), 1, sign=True)} %",
+            f"{fmt(row.get(PSNR))} ({fmt(run.metrics.get(clean_key(PSNR)))})",
+            fmt(row.get("delta_bpp_pct"), 1, sign=True),
             fmt(row["cost_bpp"], 3, sign=True) if "cost_bpp" in row else no_cost,
             f"{fmt(row['cost_psnr'], 2, sign=True)} dB" if "cost_psnr" in row else no_cost, run.name,
         ])  # fmt: skip
