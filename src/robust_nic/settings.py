@@ -349,15 +349,15 @@ class PaperSettings:
     losses: list[str] = field(default_factory=lambda: ["mse", "ms_ssim"])
     eps: float = 0.01  # attack.eps (attack.norm=rms: MSE 1e-4)
     headline_attack: str = (
-        "worst_case"  # headline attack; chen2023 when conf/attack/worst_case.yaml is absent
+        "worst_case"  # headline attack (a conf/attack name)
     )
     focus: PaperFocus = field(default_factory=PaperFocus)
     ablations: list[str] = field(
         default_factory=lambda: list(PAPER_ABLATIONS)
-    )  # conf/experiment names (skipped if absent)
+    )  # conf/experiment names
     defenses: list[str] = field(
         default_factory=lambda: list(PAPER_DEFENSES)
-    )  # conf/defense names (skipped if absent)
+    )  # conf/defense names
     generations: int = 50  # recompression generations
     pretrained: bool = True  # false: random stand-ins (offline test)
     dataset: str = "kodak"  # data=... of every job: the evaluated images
