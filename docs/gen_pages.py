@@ -4,7 +4,8 @@ Each page below holds a marker line `<!-- generated: NAME -->` that is replaced 
 or the stored results, so the page cannot drift from them:
 
 - configuration.md, `configuration`: every Hydra config (src/robust_nic/conf) with its keys, defaults and
-  comments, and the options dataclass of every registered attack optimiser, defense and study;
+  comments, the settings dataclass of every typed config group (robust_nic.settings.SCHEMAS) and the options
+  dataclass of every registered attack optimiser, defense and study;
 - outputs.md, `metric-keys`: the metric keys of metrics.json from `robust_nic.evaluation.metric_keys.METRICS`;
 - benchmarks.md, `benchmarks`: every file of bench/results, with its command, machine, version and date.
 
@@ -14,6 +15,7 @@ or the stored results, so the page cannot drift from them:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import re
 import sys
@@ -111,11 +113,26 @@ def type_name(hint) -> str:
     return text or str(hint).replace("typing.", "")
 
 
-def options_table(options: type | None, prefix: str) -> list[str]:
+def field_comments(cls: type) -> dict[str, str]:
+    """A dataclass's field comments (`name: type = default  # comment`, and comment lines just above)."""
+    comments, pending = {}, []
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+            continue
+        match = re.match(r"\s+(\w+): [^#]+?(?:#\s*(.*))?$", line)
+        if match and not stripped.startswith(("def ", "return ")):
+            comments[match[1]] = " ".join(filter(None, [*pending, match[2]]))
+        pending = []
+    return comments
+
+
+def options_table(options: type | None, prefix: str, meanings: dict[str, str] | None = None) -> list[str]:
     if options is None:
         return ["No options of its own."]
     hints = typing.get_type_hints(options)
-    out = ["| key | type | default |", "| --- | --- | --- |"]
+    out = ["| key | type | default |" + (" meaning |" if meanings else ""), "| --- | --- | --- |" + (" --- |" if meanings else "")]
     for field in dataclasses.fields(options):
         if field.default is not dataclasses.MISSING:
             default = field.default
@@ -123,7 +140,8 @@ def options_table(options: type | None, prefix: str) -> list[str]:
             default = field.default_factory()
         else:
             default = "(required)"
-        out.append(f"| `{prefix}.{field.name}` | `{cell(type_name(hints.get(field.name)))}` | `{cell(default)}` |")
+        meaning = f" {prose(meanings.get(field.name, ''))} |" if meanings else ""
+        out.append(f"| `{prefix}.{field.name}` | `{cell(type_name(hints.get(field.name)))}` | `{cell(default)}` |{meaning}")
     return out
 
 
@@ -144,6 +162,7 @@ def configuration() -> str:
     from robust_nic.attacks.optimizers import load_optimizers
     from robust_nic.codecs import architectures, qualities
     from robust_nic.defenses import DEFENSE_MODULES, DEFENSES
+    from robust_nic.settings import SCHEMAS
     from robust_nic.studies import STUDIES, load_studies
 
     out = ["## Top-level settings", ""]
@@ -153,6 +172,14 @@ def configuration() -> str:
             continue
         header, rows = yaml_keys(path)
         out += [f"### `{name}.yaml`", "", header, ""] + keys_table(rows) + [""]
+    out += ["## Typed settings of the config groups", "",
+            "Each of these groups' keys, types and defaults are one dataclass of `robust_nic.settings` (stored "
+            "in Hydra's ConfigStore as `schema/GROUP`, which the group's YAML files extend: they set only what "
+            "differs). A key it does not declare, a value of another type or out of range is refused before any "
+            "work, naming the key (exit status 2); `null` takes the default unless the type allows null.", ""]
+    for group, cls in SCHEMAS.items():
+        out += [f"### `{group}`: `{cls.__name__}`", "", prose(" ".join((cls.__doc__ or "").split())), ""]
+        out += options_table(cls, group, field_comments(cls)) + [""]
     out += ["## Config groups", "", "Choose one option of a group with `GROUP=OPTION` (e.g. `attack=pgd`); set one key "
             "with `GROUP.KEY=VALUE`. Files marked *global* set keys anywhere in the config (their keys are "
             "shown in full).", ""]

@@ -11,12 +11,9 @@ import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from robust_nic.attacks import build_attack
+from robust_nic.apps import checked_settings
 from robust_nic.cli import user_errors
 from robust_nic.config import CONF_DIR, ConfigError, compose_config
-from robust_nic.evaluation import setup as evaluation_setup
-from robust_nic.studies import load_studies
-from robust_nic.training import checked_settings
 
 TRAIN_GROUPS = ("model", "loss", "attack", "data", "trainer", "logger", "experiment")
 EVALUATE_GROUPS = ("model", "loss", "attack", "defense", "study", "data", "experiment")
@@ -48,16 +45,9 @@ def pairwise(groups: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def check_before_work(app: str, overrides: list[str]) -> None:
-    """What train.py / evaluate.py check before they build anything (Hydra's composition included)."""
-    cfg = compose_config(app, overrides)
-    if app == "train":
-        settings = checked_settings(cfg)
-    else:
-        settings = evaluation_setup.checked_settings(cfg)
-        study = settings.get("study") or {}
-        if study.get("name") not in (None, "none"):
-            load_studies().options(study["name"], study)
-    build_attack(settings.get("attack"))
+    """What train.py / evaluate.py check before Hydra creates the run directory (apps.CheckSettings),
+    Hydra's composition included."""
+    checked_settings(app, compose_config(app, overrides))
 
 
 def passes_or_is_refused(app: str, overrides: list[str]) -> str | None:

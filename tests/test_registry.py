@@ -68,7 +68,7 @@ def test_studies_register_themselves():
     [
         ({"name": "noize"}, r"unknown study 'noize'"),
         ({"name": "noise", "mse": ["a lot"]}, r"bad study\.mse"),
-        ({"name": "transfer", "fit": "stretch"}, r"study\.fit must be crop or resize"),
+        ({"name": "transfer", "fit": "stretch"}, r"study\.fit=stretch is unknown; choose crop \| resize"),
         ({"name": "recompression", "generation": 5}, r"study\.generation"),
     ],
 )

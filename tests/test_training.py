@@ -101,6 +101,8 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 
+import robust_nic.conf  # the groups' schemas, which the YAMLs extend, before Hydra composes
+
 
 class ShardRecorder(L.Callback):
     def __init__(self, folder):

@@ -7,7 +7,45 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+def checked_settings(app: str, cfg: DictConfig) -> dict:
+    """What `robust-nic train|evaluate` checks before any work: every setting of the composed config
+    (typed groups, cross-group rules, the study's options, the attack as it will be built)."""
+    from robust_nic.attacks import build_attack
+
+    if app == "train":
+        from robust_nic.training import checked_settings as check
+    else:
+        from robust_nic.evaluation.setup import checked_settings as check
+    settings = check(cfg)
+    study = settings.get("study") or {}
+    if study.get("name") not in (None, "none"):
+        from robust_nic.studies import load_studies
+
+        load_studies().options(study["name"], study)
+    build_attack(settings.get("attack"))
+    return settings
+
+
+class CheckSettings(Callback):
+    """Hydra callback: the settings are checked before Hydra creates the run directory (Hydra makes it
+    before the job starts), so a refused setting leaves no empty run directory behind. A sweep's jobs
+    differ in their settings: each checks its own when it starts."""
+
+    def __init__(self, app: str):
+        self.app = app
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from robust_nic.cli import one_line_errors
+
+        task = config.copy()
+        with open_dict(task):
+            del task["hydra"]
+        with one_line_errors(logged=False):
+            checked_settings(self.app, task)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="train")
@@ -38,8 +76,11 @@ def evaluate_app(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="paper")
 def paper_app(cfg: DictConfig) -> None:
     from robust_nic import paper
+    from robust_nic.cli import one_line_errors
+    from robust_nic.settings import PaperSettings, plain, typed
 
-    settings = OmegaConf.to_container(cfg, resolve=True)
+    with one_line_errors(logged=False):
+        settings = plain(typed(PaperSettings, "paper", OmegaConf.to_container(cfg, resolve=True)))
     jobs = paper.build_jobs(settings, log=lambda _: None)
     if cfg.job is not None:  # one job of a stage's multirun
         job = next((j for j in jobs if j.id == cfg.job), None)

@@ -38,8 +38,20 @@ def check_training(settings: Mapping) -> None:
 def check_evaluation(settings: Mapping) -> None:
     study = (settings.get("study") or {}).get("name")
     attack = settings.get("attack") or {}
+    check_batch_size(settings, attack)
     if study == "noise" and is_suite(attack):
         raise ConfigError(
             f"study=noise compares random noise with one attack at the same budget; attack={attack.get('name')} is "
             "a suite: choose attack=pgd, chen2023, ifgsm or mifgsm"
+        )
+
+
+def check_batch_size(settings: Mapping, attack: Mapping) -> None:
+    """eval.batch_size above 1 needs per-image random draws from every attack (its range: EvalSettings)."""
+    size = (settings.get("eval") or {}).get("batch_size", 1)
+    proxies = [attack.get("proxy")] + [{**attack, **m}.get("proxy") for m in (attack.get("members") or {}).values()]
+    if size > 1 and "noise" in proxies:
+        raise ConfigError(
+            "eval.batch_size > 1 with attack.proxy=noise: its latent noise is not drawn per image, so a batch "
+            "would change each image's numbers; use eval.batch_size=1 or attack.proxy=ste"
         )

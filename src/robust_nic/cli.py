@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -13,18 +14,26 @@ log = logging.getLogger("robust_nic")
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean a wrong setting or input (not a bug), or results that cannot be reported (NaN):
     shown as one line, exit status 2."""
-    from robust_nic.attacks import AttackConfigError, ObjectiveError, ProxyError
-    from robust_nic.codecs import CodecError
-    from robust_nic.config import ConfigError
-    from robust_nic.defenses import DefenseError
     from robust_nic.evaluation.measure import NonFiniteError
     from robust_nic.fingerprints import TrainingImageError
     from robust_nic.images import ImageError
-    from robust_nic.registry import RegistryError
     from robust_nic.run_dir import RunDirError
+    from robust_nic.settings import ConfigError  # every settings problem: attack, codec, defense, registry...
 
-    return (CodecError, ConfigError, ImageError, AttackConfigError, ObjectiveError, ProxyError, DefenseError, RunDirError,
-            NonFiniteError, TrainingImageError, RegistryError)
+    return (ConfigError, ImageError, RunDirError, NonFiniteError, TrainingImageError)
+
+
+@contextlib.contextmanager
+def one_line_errors(logged: bool = True):
+    """A user error (user_errors()) inside ends the process: one line on stderr, exit status 2 (`logged`:
+    also in the job's log file; false before the run directory, and so the log file, exists)."""
+    try:
+        yield
+    except user_errors() as err:
+        if logged:
+            log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int | None = None) -> dict:
@@ -36,13 +45,10 @@ def run_job(job: Callable[[], dict], run_dir: Path | None = None, threads: int |
     from robust_nic.threads import configure_threads
 
     try:
-        configure_threads(threads)
-        with hold_run_dir(run_dir):
-            return job()
-    except user_errors() as err:
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with one_line_errors():
+            configure_threads(threads)
+            with hold_run_dir(run_dir):
+                return job()
     except TrainingStopped as stopped:
         log.warning("%s", stopped)
         print(f"stopped: {stopped}", file=sys.stderr)

@@ -27,6 +27,7 @@ from compressai.zoo import image as zoo_image
 from compressai.zoo.pretrained import load_pretrained
 
 from robust_nic.registry import Registry, RegistryError
+from robust_nic.settings import ConfigError
 
 METRICS = ("mse", "ms-ssim")
 
@@ -37,7 +38,7 @@ LAMBDAS = {
 }
 
 
-class CodecError(ValueError):
+class CodecError(ConfigError):
     """A codec cannot be built or loaded as configured; the message says how to fix it."""
 
 

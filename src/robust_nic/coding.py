@@ -16,6 +16,7 @@ from compressai.ops import compute_padding
 
 from robust_nic.coding_device import coder_and_input
 from robust_nic.metrics import to_8bit
+from robust_nic.scoped import eval_mode, patched
 
 PAD_MULTIPLE = 64  # six stride-2 stages in every zoo codec
 
@@ -138,18 +139,14 @@ class LatentRecorder:
         self.phase = "idle"
 
     def __enter__(self) -> LatentRecorder:
-        self.saved = []  # earlier instance-level patches (e.g. an attack's proxy) come back on exit
+        self.patches = contextlib.ExitStack()  # earlier patches (e.g. an attack's proxy) come back on exit
         for name, model in self.models.items():
-            self.saved.append((model, {k: model.__dict__[k] for k in ("quantize", "dequantize") if k in model.__dict__}))
-            model.quantize = self._quantize(name, model.quantize)
-            model.dequantize = self._dequantize(name, model.dequantize)
+            self.patches.enter_context(patched(model, "quantize", self._quantize(name, model.quantize)))
+            self.patches.enter_context(patched(model, "dequantize", self._dequantize(name, model.dequantize)))
         return self
 
     def __exit__(self, *exc) -> None:
-        for model, own in self.saved:
-            for method in ("quantize", "dequantize"):
-                model.__dict__.pop(method, None)
-            model.__dict__.update(own)
+        self.patches.close()
 
     def _quantize(self, name, original):
         def quantize(inputs, mode, means=None):
@@ -294,7 +291,7 @@ _REPLAYABLE_COMPRESS = _replayable_methods("compress")
 def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, deterministic: bool = True) -> Coded:
     """Code a batch of [0,1] images (rounded to 8 bits first) with the real entropy coder.
 
-    The codec is used in eval mode and its mode is restored afterwards. `update=True` rebuilds the
+    The codec is used in eval mode; every submodule's mode is restored afterwards. `update=True` rebuilds the
     CDFs (call it once after the weights change; validation does). Coding runs with deterministic
     kernels (`deterministic=False` keeps the process's settings: for measuring what that prevents), and the
     decoded latents are checked against the encoded ones (CodingMismatchError). It codes where
@@ -308,9 +305,7 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
         )
     device = x.device
     codec, x = coder_and_input(codec, x)  # coding.device: a context model codes on a CPU copy (auto)
-    was_training = codec.training
-    codec.eval()
-    try:
+    with eval_mode(codec):
         with deterministic_kernels() if deterministic else contextlib.nullcontext():
             if update:
                 codec.update(force=True)
@@ -347,8 +342,6 @@ def code(codec: CompressionModel, x: torch.Tensor, update: bool = False, determi
                 dtype=torch.float64,
             )
             bpp_est = bpp_from_likelihoods(encoder.likelihoods(x_padded), num_pixels).double().cpu()
-    finally:
-        codec.train(was_training)
     return Coded(x_hat, bits / num_pixels, bpp_est, encode_s, decode_s, enc["strings"], enc["shape"])
 
 

@@ -15,11 +15,13 @@ import weakref
 
 import torch
 
+from robust_nic.settings import ConfigError
+
 CODING_DEVICES = ("auto", "cpu", "same")
 _setting = {"device": "auto"}
 
 
-class CodingDeviceError(ValueError):
+class CodingDeviceError(ConfigError):
     """An unknown coding.device value."""
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+import robust_nic.conf  # noqa: F401 - stores the groups' schemas that the YAMLs extend
 from robust_nic.codecs import (
-    CodecError,
     build_codec,
     check_arch,
     check_metric,
@@ -17,6 +17,19 @@ from robust_nic.codecs import (
     import_codec_module,
     lambda_for,
     real_channels,
+)
+from robust_nic.settings import (
+    LOSS_METRICS,
+    AdversarialSettings,
+    ConfigError,
+    DataSettings,
+    EvalSettings,
+    LossSettings,
+    ModelSettings,
+    OptimSettings,
+    plain,
+    split_attack,
+    typed,
 )
 
 log = logging.getLogger(__name__)
@@ -31,22 +44,19 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=name, overrides=overrides)
 
-class ConfigError(ValueError):
-    """Settings that contradict each other; the message says which to change."""
-
-
-LOSS_METRICS = {"mse": "mse", "ms_ssim": "ms-ssim", "ms-ssim": "ms-ssim"}
-
 
 def resolve(cfg: DictConfig) -> dict:
-    """Plain, fully resolved settings with derived defaults filled in (lambda, lr); validates names."""
+    """Plain, fully resolved settings with derived defaults filled in (lambda, lr); the typed groups
+    (robust_nic.settings) checked and written out with every key's value."""
     settings = OmegaConf.to_container(cfg, resolve=True)
-    model, loss = settings["model"], settings["loss"]
-    metric = LOSS_METRICS.get(str(loss.get("metric")))
-    if metric is None:
-        raise CodecError(f"unknown loss metric {loss.get('metric')!r}; choose loss=mse or loss=ms_ssim")
-    loss["metric"] = metric
-    model["metric"] = model.get("metric") or metric
+    loss = typed(LossSettings, "loss", settings["loss"])
+    model = typed(ModelSettings, "model", settings["model"])
+    metric = LOSS_METRICS[loss.metric]
+    settings["loss"] = loss = plain(loss) | {"metric": metric}
+    settings["model"] = model = plain(model) | {"metric": model.metric or metric}
+    for group, cls in (("data", DataSettings), ("eval", EvalSettings)):
+        if group in settings:
+            settings[group] = plain(typed(cls, group, settings[group]))
     import_codec_module(model.get("module"))  # a user's module that registers model.arch
     check_arch(model["arch"])
     check_metric(model["metric"])
@@ -54,12 +64,19 @@ def resolve(cfg: DictConfig) -> dict:
     if loss.get("lmbda") is None:
         loss["lmbda"] = lambda_for(metric, int(model["quality"]))
     if settings.get("attack"):
-        settings["attack"] = resolve_attack(settings["attack"])
+        shared, rest = split_attack(resolve_attack(settings["attack"]))
+        settings["attack"] = plain(shared) | rest  # the saved config says every shared key's value
     check_ranges(settings)
     optim = settings.get("optim")
     if optim is not None and optim.get("lr") is None:
         # From scratch 1e-4; finetuning pretrained or checkpointed weights 1e-5 (CompressAI / the paper).
         optim["lr"] = 1e-5 if (model.get("pretrained") or model.get("checkpoint")) else 1e-4
+    if optim is not None:
+        settings["optim"] = plain(typed(OptimSettings, "optim", optim))
+    if settings.get("train") is not None:
+        train = settings["train"]
+        own = {k: v for k, v in train.items() if k != "val_attack"}  # val_attack: attack.* overrides
+        settings["train"] = plain(typed(AdversarialSettings, "train", own)) | {"val_attack": train.get("val_attack")}
     return settings
 
 
@@ -77,35 +94,8 @@ def resolve_attack(attack: dict) -> dict:
     return attack
 
 
-# Largest meaningful budget per norm ([0,1] units): an RMS of 0.25 is an input PSNR of 12 dB, and an
-# L-inf step of 0.5 moves mid-grey to black or white; beyond these nothing is "imperceptible".
-EPS_MAX = {"rms": 0.25, "linf": 0.5}
-
-
 def check_ranges(settings: dict) -> None:
     """Values that would run but mean nothing are refused, naming the key (a typo must not become a result)."""
-    attack = settings.get("attack") or {}
-    if attack.get("name") not in (None, "none") and attack.get("eps") is not None:
-        norm = attack.get("norm") or "rms"
-        eps = attack["eps"] if isinstance(attack["eps"], (list, tuple)) else [attack["eps"]]
-        for value in eps:
-            if not isinstance(value, (int, float)) or not 0 < float(value) <= EPS_MAX.get(norm, 1.0):
-                raise ConfigError(
-                    f"attack.eps={value} is outside (0, {EPS_MAX.get(norm, 1.0)}] for attack.norm={norm}: "
-                    "eps is in [0,1] pixel units (rms 0.01 = the paper's MSE 1e-4, 40 dB; linf 4/255 = 0.0157); "
-                    "for no attack use attack=none"
-                )
-        box = attack.get("linf")
-        if box is not None and not 0 < float(box) <= 1:
-            raise ConfigError(f"attack.linf={box} must be in (0, 1] ([0,1] pixel units, 16/255 = 0.0627) or null")
-    train = settings.get("train") or {}
-    ratio = train.get("adv_ratio")
-    if ratio is not None and not 0 <= float(ratio) <= 1:
-        raise ConfigError(f"train.adv_ratio={ratio} must be a fraction of the batch in [0, 1]")
-    data = settings.get("data") or {}
-    for key in ("batch_size", "patch_size"):
-        if data.get(key) is not None and int(data[key]) < 1:
-            raise ConfigError(f"data.{key}={data[key]} must be >= 1")
     limit = settings.get("max_images")
     if limit is not None and int(limit) < 1:
         raise ConfigError(f"max_images={limit} must be >= 1 (or null for every test image)")

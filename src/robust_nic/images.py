@@ -52,6 +52,16 @@ def read_image(path: str | Path, max_pixels: int = MAX_DECODE_PIXELS) -> torch.T
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
 
 
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) of an image file from its header (no pixels decoded); None when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Exception:  # PIL raises many types; read_image says what is wrong where the image is read
+        return None
+    return height, width
+
+
 def _to_rgb_array(img: Image.Image, path: Path) -> np.ndarray:
     """HxWx3 float array in [0,1] from any PIL mode, warning about lossy conversions."""
     mode = img.mode

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -12,12 +11,12 @@ from compressai.models import CompressionModel
 
 from robust_nic.codecs import lambda_for, resize_entropy_buffers
 from robust_nic.coding import code
-from robust_nic.config import ConfigError
 from robust_nic.data import stream_seed
 from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, code_or_nan
 from robust_nic.losses import RateDistortionLoss
 from robust_nic.reconstruction import reconstruct
 from robust_nic.resume import STEPS_PER_BATCH
+from robust_nic.settings import AdversarialSettings, OptimSettings, typed
 
 # Random streams keyed with (seed, rank, batch index): batch crops use 0 (data.CropBatches).
 TRAIN_STREAM, VALIDATION_STREAM, ATTACK_STREAM = 1, 2, 3
@@ -37,50 +36,6 @@ def split_parameters(codec: CompressionModel, entropy_lr_mult: float = 1.0) -> t
     if density:
         groups.append({"params": density, "lr_mult": float(entropy_lr_mult)})
     return groups, aux
-
-
-SCHEDULERS = ("multistep", "cosine", "none")
-
-
-@dataclass(frozen=True)
-class OptimSettings:
-    """The `optim` group: CompressAI's two Adam optimizers (network, aux quantiles) and the lr schedule."""
-
-    lr: float
-    aux_lr: float = 1e-3
-    clip: float = 1.0  # network gradient-norm clip
-    entropy_lr_mult: float = 1.0  # lr multiplier of the entropy bottleneck's density parameters
-    scheduler: str | None = "multistep"  # multistep | cosine | none
-    milestones: tuple[float, ...] = (0.8,)  # fractions of the training batches
-    gamma: float = 0.1
-
-    def __post_init__(self):
-        if self.scheduler not in (*SCHEDULERS, None):
-            raise ConfigError(f"optim.scheduler={self.scheduler} is unknown; choose {' | '.join(SCHEDULERS)}")
-
-
-@dataclass(frozen=True)
-class AdversarialSettings:
-    """The `train` group: how adversarial examples enter finetuning (active with an attack)."""
-
-    adv_ratio: float = 1.0  # fraction of each batch replaced by adversarial examples
-    adv_target: str = "adversarial"  # reconstruction target: the adversarial image (paper) or the source
-    consistency_weight: float = 0.0  # pull attacked reconstructions towards clean ones (beyond the paper)
-    robust_weight: float = 0.1  # val/robust_objective = val/rd_loss + robust_weight * val/adv/delta_psnr
-
-    def __post_init__(self):
-        if self.adv_target not in ("adversarial", "source"):
-            raise ConfigError(f"train.adv_target={self.adv_target} is unknown; choose adversarial | source")
-
-
-def typed(cls, group: str, values: Mapping):
-    """A group's values as its settings dataclass (the one home of its keys and defaults); an unknown key
-    is refused naming it."""
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(f'{group}.{k}' for k in unknown)}; {group} has {', '.join(known)}")
-    return cls(**values)
 
 
 def training_settings(settings: Mapping) -> tuple[OptimSettings, AdversarialSettings]:
@@ -106,7 +61,7 @@ class CodecModule(L.LightningModule):
         loss: RateDistortionLoss,
         optim: OptimSettings,
         max_batches: int,
-        adversarial: AdversarialSettings = AdversarialSettings(),
+        adversarial: AdversarialSettings | None = None,
         consistency_lmbda: float = 0.0,
         attack=None,
         val_attack=None,
@@ -120,7 +75,7 @@ class CodecModule(L.LightningModule):
         self.save_hyperparameters({"cfg": dict(record or {}), "steps_per_batch": STEPS_PER_BATCH})
         self.loss = loss
         self.optim = optim
-        self.adversarial = adversarial
+        self.adversarial = adversarial or AdversarialSettings()
         self.attack = attack
         # Validation measures robustness at the full budget, possibly with a stronger attack.
         self.val_attack = val_attack or attack

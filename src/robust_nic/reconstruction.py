@@ -29,6 +29,8 @@ from compressai.entropy_models import EntropyModel
 from torch import nn
 
 from robust_nic.coding import Coded, code, crop, forward_padded, pad
+from robust_nic.scoped import eval_mode, patched
+from robust_nic.settings import PROXIES, ConfigError
 
 __all__ = [
     "PROXIES",
@@ -39,19 +41,17 @@ __all__ = [
     "check_proxy",
     "code",
     "entropy_modules",
-    "frozen",
     "patched_quantize",
     "reconstruct",
     "rounded_reconstruction",
     "smooth_reconstruction",
 ]
 
-PROXIES = ("skip", "noise", "ste", "none")
 # Proxies whose forward yields likelihoods (a rate objective needs them).
 PROXIES_WITH_LIKELIHOODS = ("noise", "ste", "none")
 
 
-class ProxyError(ValueError):
+class ProxyError(ConfigError):
     """A quantization proxy that is unknown or cannot serve the requested objective."""
 
 
@@ -96,25 +96,15 @@ def _ste_call_sites(module: nn.Module) -> list:
     return sites
 
 
-@contextlib.contextmanager
-def _patched_ste(module: nn.Module, replacement) -> Iterator[None]:
+def _patched_ste(stack: contextlib.ExitStack, module: nn.Module, replacement) -> None:
     """`quantize_ste(x)` (rounding of centred latents) -> `replacement(x)` in the latent-codec layout."""
     from compressai.latent_codecs import CheckerboardLatentCodec
 
-    sites = _ste_call_sites(module)
-    saved = [(site, site.quantize_ste) for site in sites]
-    checkerboards = [m for m in module.modules() if isinstance(m, CheckerboardLatentCodec)]
-    for site in sites:
-        site.quantize_ste = lambda x, *_: replacement(x, None)
-    for m in checkerboards:
-        m.quantize = lambda y, _m=m: replacement(y, None)
-    try:
-        yield
-    finally:
-        for site, original in reversed(saved):
-            site.quantize_ste = original
-        for m in checkerboards:
-            m.__dict__.pop("quantize", None)
+    for site in _ste_call_sites(module):
+        stack.enter_context(patched(site, "quantize_ste", lambda x, *_: replacement(x, None)))
+    for m in module.modules():
+        if isinstance(m, CheckerboardLatentCodec):
+            stack.enter_context(patched(m, "quantize", lambda y: replacement(y, None)))
 
 
 @contextlib.contextmanager
@@ -125,50 +115,25 @@ def patched_quantize(
     and so does the latent codecs' own rounding (`quantize_ste`).
 
     Both "noise" and "dequantize" modes are redirected, so the codec's train/eval flag does not matter;
-    "symbols" (real coding) is left alone. The instance attributes are removed again on exit.
+    "symbols" (real coding) is left alone. On exit each module holds what it held before (scoped.patched).
     """
     check_proxy(proxy)
     if proxy == "none":
         yield
         return
     replacement = {"skip": _identity, "ste": _ste, "noise": _noise(generator)}[proxy]
-    saved = []
-    for entropy_module in entropy_modules(module):
-        own = entropy_module.__dict__.get("quantize")  # an earlier patch, if any
-        original = entropy_module.quantize
+    with contextlib.ExitStack() as stack:
+        for entropy_module in entropy_modules(module):
+            original = entropy_module.quantize  # the class's method or an earlier patch
 
-        def quantize(inputs, mode, means=None, _original=original):
-            if mode in ("noise", "dequantize"):
-                return replacement(inputs, means)
-            return _original(inputs, mode, means)
+            def quantize(inputs, mode, means=None, _original=original):
+                if mode in ("noise", "dequantize"):
+                    return replacement(inputs, means)
+                return _original(inputs, mode, means)
 
-        saved.append((entropy_module, own))
-        entropy_module.quantize = quantize
-    try:
-        with _patched_ste(module, replacement):
-            yield
-    finally:
-        for entropy_module, own in reversed(saved):
-            if own is None:
-                del entropy_module.quantize
-            else:
-                entropy_module.quantize = own
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the block; every submodule's own train/eval flag is restored afterwards.
-
-    Parameters, their requires_grad flags and .grad are never touched: attacks take input gradients
-    with torch.autograd.grad, which does not accumulate into parameter .grad.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
+            stack.enter_context(patched(entropy_module, "quantize", quantize))
+        _patched_ste(stack, module, replacement)
         yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 class Surrogate:
@@ -187,7 +152,7 @@ class Surrogate:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[Surrogate]:
-        with frozen(self.module), patched_quantize(self.module, self.proxy, self.generator):
+        with eval_mode(self.module), patched_quantize(self.module, self.proxy, self.generator):
             yield self
 
     def __call__(self, x: torch.Tensor) -> dict:
@@ -213,7 +178,7 @@ def reconstruct(
 def rounded_reconstruction(codec: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The codec's eval-mode forward (latents rounded as the real decoder does; no bitstream, no 8-bit
     rounding of the input or output). Cheaper than `code` when only the reconstruction is needed."""
-    with frozen(codec):
+    with eval_mode(codec):
         return forward_padded(codec, x)["x_hat"]
 
 

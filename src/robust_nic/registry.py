@@ -13,13 +13,14 @@ to change (`study.mse`), so a config group's validation derives from one declara
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from robust_nic.settings import ConfigError, convert
 
-class RegistryError(ValueError):
+
+class RegistryError(ConfigError):
     """An unknown name, an unknown option or a value of the wrong type; the message says what is allowed."""
 
 
@@ -95,38 +96,3 @@ def build_options(cls: type, given: Mapping, prefix: str, owner: str):
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise RegistryError(f"{owner}: {err}") from err
-
-
-def convert(value, hint):
-    """`value` as the annotated type: int, float, bool, str, list[...]/tuple[...] of them, X | None."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return convert(value, option)
-            except (TypeError, ValueError) as err:
-                errors.append(str(err))
-        raise ValueError("; ".join(errors))
-    if origin in (list, tuple):
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        item = args[0] if args else typing.Any
-        items = [convert(v, item) for v in value]
-        return items if origin is list else tuple(items)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError(f"expected true or false, got {type(value).__name__}")
-    if hint in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"expected a number, got {type(value).__name__}")
-        if hint is int and float(value) != int(value):
-            raise ValueError(f"expected a whole number, got {value}")
-        return hint(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise TypeError(f"expected text, got {type(value).__name__}")
-        return value
-    return value

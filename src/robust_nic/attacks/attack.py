@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from robust_nic.attacks.budget import Budget, Eps, expand
+from robust_nic.attacks.draws import Draws
 from robust_nic.attacks.engine import Problem
 from robust_nic.attacks.objectives import Objective
 from robust_nic.attacks.optimizers import OPTIMIZERS, load_optimizers
@@ -20,11 +21,10 @@ from robust_nic.reconstruction import (
     rounded_reconstruction,
 )
 from robust_nic.registry import RegistryError
+from robust_nic.settings import SELECT, ConfigError
 
-SELECT = ("best", "last")  # which iterate an attack returns (robust_nic.attacks.engine.iterate)
 
-
-class AttackConfigError(ValueError):
+class AttackConfigError(ConfigError):
     """An attack configuration that cannot work; the message names the attack.* key to change."""
 
 
@@ -48,7 +48,7 @@ class Attack:
     proxy: str = "skip"
     options: object = None
     restarts: int = 1
-    seed: int | None = 0
+    seed: int | tuple[int, ...] | None = 0  # a tuple: one seed per image of the batch (see Draws)
     progress: bool = False
     warmup_steps: int = 0
     select: str = "best"  # best: each image's strongest iterate; last: the final one (finetuning, cheaper)
@@ -130,20 +130,21 @@ class Attack:
                 "use Trainer(inference_mode=False) or call the attack outside torch.inference_mode()"
             )
         x = x.detach().clone()  # also turns an inference tensor into a normal one
-        generator = torch.Generator(device=x.device)
-        if self.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(self.seed)
+        draws = Draws.seeded(self.seed, x.device)
+        if isinstance(self.seed, tuple) and len(self.seed) != x.shape[0]:
+            raise ValueError(f"attack.seed holds {len(self.seed)} per-image seeds for a batch of {x.shape[0]}")
         if getattr(self.optimizer, "gradient_free", False):
-            x_adv = self.optimizer(x, self.budget, generator)
+            x_adv = self.optimizer(x, self.budget, draws)
             return AttackResult(self.budget.round(x, x_adv), torch.full_like(x[:, 0, 0, 0], torch.nan))
         with torch.enable_grad():
             recon = rounded_reconstruction(codec, x) if self.objective.needs_recon else None
             goal = self.objective.goal(x, recon, target, mask)
-            surrogate = Surrogate(codec, self.proxy, generator)
+            if draws.per_image and self.proxy == "noise":
+                # Latent noise is drawn in the entropy models' own layout, not per image.
+                raise AttackConfigError("attack.proxy=noise has no per-image draws: attack its images one at a time")
+            surrogate = Surrogate(codec, self.proxy, draws.generators[0])
             with surrogate.active():
-                problem = Problem(x, self.budget, self.objective, surrogate, goal, generator, self.select)
+                problem = Problem(x, self.budget, self.objective, surrogate, goal, draws, self.select)
                 best_x, best_score = None, None
                 for _ in range(self.restarts):
                     x_r, score_r = self._optimise(problem)

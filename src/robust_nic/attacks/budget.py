@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from robust_nic.attacks.draws import Draws
 from robust_nic.metrics import to_8bit
-
-NORMS = ("rms", "linf")
+from robust_nic.settings import NORMS
 
 # Slack for float32 round-off when comparing a norm with eps ([0,1] units; 1/255 = 3.9e-3).
 ATOL = 1e-6
@@ -92,17 +92,17 @@ class Budget:
             delta = delta * (eps / expand(rms(delta), x).clamp_min(1e-12)).clamp(max=1)
         return delta
 
-    def random(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def random(self, x: torch.Tensor, draws: Draws, only: torch.Tensor | None = None) -> torch.Tensor:
         """A random in-budget perturbation (random start): uniform in the box for linf, a random
-        direction at the full radius for rms."""
+        direction at the full radius for rms. `only`: see Draws (per-image draws for some images)."""
         if self.norm == "linf":
-            unit = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+            unit = draws.rand(x, only) * 2 - 1
             return self.project(x, unit * self.box(x))
-        return self.project(x, self.scaled_noise(x, generator))
+        return self.project(x, self.scaled_noise(x, draws, only))
 
-    def scaled_noise(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def scaled_noise(self, x: torch.Tensor, draws: Draws, only: torch.Tensor | None = None) -> torch.Tensor:
         """Gaussian noise scaled so its norm is exactly eps (before [0,1] clipping)."""
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = draws.randn(x, only)
         eps = expand(per_image(self.eps, x), x)
         return noise * eps / expand(self.size(noise), x).clamp_min(1e-12)
 

@@ -26,7 +26,7 @@ def chen2023(problem: Problem, options: Chen2023Options, progress: bool = False)
     the objective. The rms budget is enforced by that switch (the paper's way), the element-wise
     constraints (L-inf norm or box, [0,1]) by clamping n. Keeps each image's best in-budget iterate."""
     x, budget, steps = problem.x, problem.budget, options.steps
-    start = budget.random(x, problem.generator) if options.random_start else torch.zeros_like(x)
+    start = budget.random(x, problem.draws) if options.random_start else torch.zeros_like(x)
     delta = start.requires_grad_(True)
     optimizer = torch.optim.Adam([delta], lr=options.lr, fused=delta.is_cuda)  # fewer kernel launches per step on GPU
     eps = per_image(budget.eps, x)

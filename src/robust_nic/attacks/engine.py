@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robust_nic.attacks.budget import Budget, expand
+from robust_nic.attacks.draws import Draws
 from robust_nic.attacks.objectives import Objective
 from robust_nic.reconstruction import PROXIES, Surrogate
 
@@ -27,7 +28,7 @@ class Problem:
     objective: Objective
     surrogate: Surrogate
     goal: torch.Tensor | None
-    generator: torch.Generator
+    draws: Draws
     select: str = "best"  # best: each image's strongest scored iterate; last: the final one, unscored
 
     def score(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +64,7 @@ class Problem:
             return zero
         probe_in = x_adv.detach().requires_grad_(True)
         out = self.surrogate(probe_in)
-        direction = torch.randn(out["x_hat"].shape, generator=self.generator, device=self.x.device)
+        direction = self.draws.randn(out["x_hat"], only=zero)  # per-image draws: only the zero ones draw
         (probe,) = torch.autograd.grad((out["x_hat"] * direction).sum(), probe_in)
         dead = probe.flatten(1).abs().amax(1) == 0
         if bool((zero & dead).any()):
@@ -117,7 +118,7 @@ def iterate(
         delta = update(delta, grad, step)
         if stuck is not None and bool(stuck.any()):
             with torch.no_grad():
-                delta.copy_(torch.where(expand(stuck, x), problem.budget.random(x, problem.generator), delta))
+                delta.copy_(torch.where(expand(stuck, x), problem.budget.random(x, problem.draws, only=stuck), delta))
     if not keep_best:
         return problem.budget.clip(x, delta.detach()), torch.full_like(best_score, torch.nan)
     keep(*problem.score(delta))  # the last step's result: without this, the last gradient step is wasted

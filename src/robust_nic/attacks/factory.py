@@ -14,16 +14,15 @@ from robust_nic.attacks.objectives import Objective, ObjectiveError
 from robust_nic.attacks.optimizers import OPTIMIZERS, defaults, knobs, load_optimizers
 from robust_nic.attacks.suite import AttackSuite
 from robust_nic.registry import RegistryError
+from robust_nic.settings import AttackSettings, ConfigError, split_attack
 
 log = logging.getLogger(__name__)
 
-# attack.* keys shared by every optimiser; each optimiser adds its own (optimizers.knobs()).
-SHARED_KEYS = (
-    "name", "norm", "eps", "linf", "objective", "reference", "distance", "proxy", "restarts", "target_bpp",
-    "seed", "progress", "warmup_steps", "select",
-)  # fmt: skip
-# Keys owned by evaluation or finetuning, not by the attack (read where they are used).
-OTHER_KEYS = ("target_image", "use", "members")
+# attack.* keys shared by every optimiser (robust_nic.settings.AttackSettings); each optimiser adds its own
+# (optimizers.knobs()).
+SHARED_KEYS = tuple(f.name for f in dataclasses.fields(AttackSettings))
+# Keys of attack=auto (training) and of suites, not of one attack (read where they are used).
+OTHER_KEYS = ("use", "members")
 
 
 def _plain(cfg: Mapping) -> dict:
@@ -38,9 +37,7 @@ def _plain(cfg: Mapping) -> dict:
 
 
 def _eps(value) -> float | torch.Tensor:
-    """A float, or one eps per image (tensor or list)."""
-    if isinstance(value, torch.Tensor):
-        return value
+    """A float, or one eps per image (a list)."""
     return torch.tensor(value, dtype=torch.float32) if isinstance(value, (list, tuple)) else float(value)
 
 
@@ -72,55 +69,66 @@ def variant(cfg: Mapping, overrides: Mapping) -> dict:
 def build_attack(cfg: Mapping | None) -> Attack | AttackSuite | None:
     """An Attack from the `attack` config dict; None for no config or `name: none` (no attack).
 
-    The optimiser's own keys become its options dataclass (null = its default); a key no optimiser has is
-    an error naming it, another optimiser's option a warning (it is ignored)."""
+    The shared keys become AttackSettings, the optimiser's own keys its options dataclass (null = its
+    default); a key no optimiser has is an error naming it, another optimiser's option a warning (it is
+    ignored)."""
     if not cfg:
         return None
     cfg = _plain(cfg)
-    name = cfg.get("name", "none")
-    if name in (None, "none"):
+    if cfg.get("name", "none") in (None, "none"):
         return None
     if cfg.get("members"):
         return build_suite(cfg)
-    get = lambda key, default: default if cfg.get(key) is None else cfg[key]  # noqa: E731
+    if isinstance(cfg.get("eps"), torch.Tensor):  # one eps per image, from Python
+        cfg["eps"] = cfg["eps"].tolist()
+    try:
+        settings, rest = split_attack(cfg)
+    except ConfigError as err:
+        raise AttackConfigError(str(err)) from err
+    return attack_from_settings(settings, rest)
+
+
+def attack_from_settings(settings: AttackSettings, rest: Mapping) -> Attack:
+    """The Attack of `settings` with the optimiser's options from `rest` (the group's other keys)."""
+    name = settings.name
     try:
         entry = load_optimizers().get(name)
     except RegistryError as err:
         raise AttackConfigError(f"{err} (or none), as attack.name / attack=NAME") from err
     own = {f.name for f in dataclasses.fields(entry.options)} if entry.options else set()
-    unknown = sorted(set(cfg) - set(SHARED_KEYS) - set(OTHER_KEYS) - knobs())
+    unknown = sorted(set(rest) - set(OTHER_KEYS) - knobs())
     if unknown:
         raise AttackConfigError(
             f"attack={name} has no option(s) {[f'attack.{k}' for k in unknown]}; its own options: {sorted(own)}, "
             f"shared: {sorted(SHARED_KEYS)}"
         )
-    foreign = sorted(k for k in knobs() - own if cfg.get(k) is not None)
+    foreign = sorted(k for k in knobs() - own if rest.get(k) is not None)
     if foreign:
         # Another optimiser's option (a sweep over attack=pgd,noise with attack.steps=N): said, not fatal.
         log.warning("attack=%s ignores %s (options of other optimisers); its own: %s",
-                    name, [f"attack.{k}={cfg[k]}" for k in foreign], sorted(own))  # fmt: skip
+                    name, [f"attack.{k}={rest[k]}" for k in foreign], sorted(own))  # fmt: skip
     try:
-        budget = Budget(norm=get("norm", "rms"), eps=_eps(get("eps", 0.01)), linf=cfg.get("linf"))
+        budget = Budget(norm=settings.norm, eps=_eps(settings.eps), linf=settings.linf)
         objective = Objective(
-            kind=get("objective", "distortion"),
-            reference=get("reference", "recon"),
-            distance=get("distance", "mse"),
-            target_bpp=cfg.get("target_bpp"),
+            kind=settings.objective,
+            reference=settings.reference,
+            distance=settings.distance,
+            target_bpp=settings.target_bpp,
         )
-        options = OPTIMIZERS.options(name, {k: cfg.get(k) for k in own}, ignore=())
+        options = OPTIMIZERS.options(name, {k: rest.get(k) for k in own}, ignore=())
     except (ValueError, ObjectiveError) as err:
         raise AttackConfigError(str(err)) from err
     return Attack(
         name=name,
         budget=budget,
         objective=objective,
-        proxy=get("proxy", "skip"),
+        proxy=settings.proxy,
         options=options,
-        restarts=int(get("restarts", 1)),
-        seed=cfg.get("seed", 0),
-        progress=bool(get("progress", False)),
-        warmup_steps=int(get("warmup_steps", 0)),
-        select=str(get("select", "best")),
+        restarts=settings.restarts,
+        seed=settings.seed,
+        progress=settings.progress,
+        warmup_steps=settings.warmup_steps,
+        select=settings.select,
     )
 
 

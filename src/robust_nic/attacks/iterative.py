@@ -65,7 +65,7 @@ def iterative(problem: Problem, name: str, options, progress: bool = False) -> t
     alpha = default_alpha(budget.norm, budget.eps, steps) if alpha is None else alpha
     alpha = expand(per_image(alpha, x), x)
     use_sign = name == "ifgsm" or budget.norm == "linf"
-    delta = budget.random(x, problem.generator) if random_start else torch.zeros_like(x)
+    delta = budget.random(x, problem.draws) if random_start else torch.zeros_like(x)
     momentum = torch.zeros_like(x) if name == "mifgsm" else None
 
     def update(delta: torch.Tensor, grad: torch.Tensor, step: int) -> torch.Tensor:

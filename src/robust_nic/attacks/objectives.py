@@ -8,13 +8,10 @@ import torch
 
 from robust_nic.coding import bpp_from_likelihoods
 from robust_nic.metrics import ms_ssim_loss, mse_per_image
-
-OBJECTIVES = ("distortion", "targeted", "rate")
-REFERENCES = ("recon", "source")
-DISTANCES = ("mse", "ms_ssim")
+from robust_nic.settings import DISTANCES, OBJECTIVES, REFERENCES, ConfigError
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(ConfigError):
     """An objective that is misconfigured or lacks an input it needs (target, likelihoods)."""
 
 

@@ -9,7 +9,7 @@
 
 plus `conf/attack/my_attack.yaml` (`defaults: [base]`, `name: my_attack` and what differs from the base).
 The module is listed in OPTIMIZER_MODULES. Budget, objective, proxy, restarts and seed are shared by every
-optimiser (robust_nic.attacks.attack.Attack); `gradient_free` optimisers get `(x, budget, generator)`.
+optimiser (robust_nic.attacks.attack.Attack); `gradient_free` optimisers get `(x, budget, draws)`.
 """
 
 from __future__ import annotations

@@ -19,13 +19,14 @@ from robust_nic.defenses.base import DEFENSES, Defense, NoDefense
 from robust_nic.defenses.preprocess import BitDepth, Resize
 from robust_nic.defenses.self_ensemble import SelfEnsemble, SelfEnsembleCoded
 from robust_nic.registry import RegistryError
+from robust_nic.settings import ConfigError
 
 # Modules that register defenses with `@DEFENSES.register(...)`: a new defense is one more file here
 # plus conf/defense/<name>.yaml.
 DEFENSE_MODULES = ("base", "preprocess", "self_ensemble", "latent_range")
 
 
-class DefenseError(ValueError):
+class DefenseError(ConfigError):
     """A defense config that cannot be built; the message says what is allowed."""
 
 

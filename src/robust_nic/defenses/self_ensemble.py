@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -21,16 +20,7 @@ from robust_nic.coding import Coded, code, crop, ensure_updated, forward_padded,
 from robust_nic.defenses import container, dihedral
 from robust_nic.defenses.base import DEFENSES, Defense
 from robust_nic.metrics import mse_per_image, to_8bit
-
-
-@contextmanager
-def eval_mode(module: torch.nn.Module):
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
+from robust_nic.scoped import eval_mode
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -33,8 +34,17 @@ def not_coded(x: torch.Tensor) -> Coded:
 
 
 def code_or_nan(code, x: torch.Tensor) -> Coded:
-    """`code(x)` (the real coding of x), or NaN everywhere when x itself is not finite (not an image)."""
-    return code(x) if torch.isfinite(x).all() else not_coded(x)
+    """`code(x)` (the real coding of x); an image of the batch that is not finite (not an image) is not
+    coded and measures NaN, the others are coded as usual."""
+    finite = torch.isfinite(x).flatten(1).all(1)
+    if bool(finite.all()):
+        return code(x)
+    if not bool(finite.any()):
+        return not_coded(x)
+    coded, out = code(x[finite]), not_coded(x)
+    out.x_hat[finite] = coded.x_hat.to(out.x_hat.dtype)
+    out.bpp[finite.cpu()], out.bpp_est[finite.cpu()] = coded.bpp.double().cpu(), coded.bpp_est.double().cpu()
+    return dataclasses.replace(out, encode_s=coded.encode_s, decode_s=coded.decode_s)
 
 
 def clean_metrics(x: torch.Tensor, coded: Coded) -> dict[str, torch.Tensor]:

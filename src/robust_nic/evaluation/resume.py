@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 ROWS = "per_image.csv"
 SETTINGS = "config.yaml"
 # Settings that change neither which images are measured how nor their numbers: a re-run may differ in them
-# (max_images: a larger value continues with the next images of the same sorted list).
-FREE = ("progress", "threads", "max_images", "save_images")
+# (max_images: a larger value continues with the next images of the same sorted list; threads and
+# eval.batch_size change floating-point sums only).
+FREE = ("progress", "threads", "max_images", "save_images", "eval.batch_size")
 
 
 class EvaluationSettingsError(ConfigError):
@@ -39,13 +40,18 @@ def image_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") % 2**63
 
 
-def seeded_for(attack, name: str):
-    """`attack` with its generator seeded by (attack.seed, image name); unseeded attacks stay unseeded."""
+def seeded_for(attack, name: str | list[str]):
+    """`attack` with its generator seeded by (attack.seed, image name); unseeded attacks stay unseeded.
+    A list of names (a batch): one seed per image, so each draws what it draws alone (attacks.draws)."""
     if attack is None:
         return None
     if isinstance(attack, AttackSuite):
         return dataclasses.replace(attack, members={k: seeded_for(a, name) for k, a in attack.members.items()})
-    return attack if attack.seed is None else dataclasses.replace(attack, seed=image_seed(attack.seed, name))
+    if attack.seed is None:
+        return attack
+    if isinstance(name, str):
+        return dataclasses.replace(attack, seed=image_seed(attack.seed, name))
+    return dataclasses.replace(attack, seed=tuple(image_seed(attack.seed, one) for one in name))
 
 
 def seed_image(seed: int, name: str) -> None:

@@ -28,9 +28,9 @@ from robust_nic.evaluation.outputs import (
     write_rows_csv,
 )
 from robust_nic.evaluation.resume import finished_rows, seed_image, seeded_for
-from robust_nic.evaluation.setup import prepare
+from robust_nic.evaluation.setup import eval_settings, prepare
 from robust_nic.evaluation.summary import results_summary
-from robust_nic.images import ImageError, read_image
+from robust_nic.images import ImageError, image_size, read_image
 from robust_nic.metrics import ms_ssim_scales
 from robust_nic.reconstruction import smooth_reconstruction
 from robust_nic.run_dir import check_writable
@@ -57,41 +57,50 @@ class Evaluation:
         # Undefended runs also split the damage into the transforms' share and the rounding flips'.
         return (self.settings.get("defense") or {}).get("name", "none") == "none"
 
-    def image_rows(self, index: int, path: Path, x: torch.Tensor) -> list[dict]:
-        """One row per budget (one in all without an attack); non-finite measurements are NaN."""
+    def batch_rows(self, indices: list[int], paths: list[Path], x: torch.Tensor) -> list[list[dict]]:
+        """Per image of the batch x (images of one size, files[indices]), its rows: one per budget (one in
+        all without an attack); non-finite measurements are NaN. Each image gets the numbers it gets alone
+        (its own seeded draws and per-image step sizes) up to the floating-point sums a batch changes."""
         clean = self.defense.code(x)
-        base = {"image": path.name} | numbers("clean", clean_metrics(x, clean))
-        base["ms_ssim_scales"] = ms_ssim_scales(min(x.shape[-2:]))
+        scales = ms_ssim_scales(min(x.shape[-2:]))
+        bases = [{"image": path.name} | values | {"ms_ssim_scales": scales}
+                 for path, values in zip(paths, numbers("clean", clean_metrics(x, clean)), strict=True)]  # fmt: skip
         if self.attack is None:
-            return [base]
-        target = _attack_target(self.settings, self.files, index, x)
+            return [[base] for base in bases]
+        targets = [_attack_target(self.settings, self.files, i, x[k : k + 1]) for k, i in enumerate(indices)]
+        target = {"target": torch.cat([t["target"] for t in targets])} if targets[0] else {}
         smooth = smooth_reconstruction(self.codec, x) if self.split_damage else None
-        attack = seeded_for(self.attack, path.name)  # the same draws whatever the order of work
-        rows = []
+        # Each image's own seed: the same draws whatever the order of work or the batch it is in.
+        attack = seeded_for(self.attack, [path.name for path in paths])
+        rows: list[list[dict]] = [[] for _ in paths]
         for eps in self.budgets:
-            row = base | {"eps": eps}
             results = {
                 kind: attack_and_measure(attack.with_eps(eps), source, self.defense, x, clean, target)
                 for kind, source in self.sources.items()
             }
             if "adaptive" in results:
                 results["adaptive"] = strongest_of(results["adaptive"], results["adv"])
+            batch = [base | {"eps": eps} for base in bases]
             for kind, (x_adv, attacked, metrics) in results.items():
                 if smooth is not None:
                     metrics["delta_psnr_smooth"] = smooth_delta_psnr(self.codec, x, x_adv, smooth)
-                row |= numbers(kind, metrics)
-                if self.settings.get("save_images", True) and torch.isfinite(x_adv).all():
-                    stem = f"{path.stem}_eps{eps:g}_{kind}"
-                    save_attack_images(stem, x, x_adv, clean.x_hat, attacked.x_hat, self.run_dir)
-            rows.append(row)
+                for k, (row, values) in enumerate(zip(batch, numbers(kind, metrics), strict=True)):
+                    row |= values
+                    if self.settings.get("save_images", True) and torch.isfinite(x_adv[k]).all():
+                        one = slice(k, k + 1)
+                        save_attack_images(f"{paths[k].stem}_eps{eps:g}_{kind}", x[one], x_adv[one],
+                                           clean.x_hat[one], attacked.x_hat[one], self.run_dir)  # fmt: skip
+            for image_rows, row in zip(rows, batch, strict=True):
+                image_rows.append(row)
         return rows
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     """Evaluate a codec (with an optional defense and attack) on the test images; returns metrics.json.
 
-    per_image.csv is rewritten after every image. An image that cannot be decoded is skipped with a warning
-    (listed in metrics.json); a run that stops (error, Ctrl-C, non-finite results) leaves its finished rows
+    Images of one size are attacked and coded eval.batch_size at a time; per_image.csv (rows in file
+    order) is rewritten after every batch, and a re-run continues with the unfinished images. An image
+    that cannot be decoded is skipped with a warning (listed in metrics.json); a run that stops (error, Ctrl-C, non-finite results) leaves its finished rows
     and a metrics.json marked partial, with the reason."""
     inputs = prepare(cfg, run_dir, read_images=False, resumable=True)
     settings, device, codec, files = inputs.settings, inputs.device, inputs.codec, inputs.files
@@ -118,19 +127,27 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
         print(message, flush=True)
     skipped: list[str] = []
     seed = int(settings.get("seed", 0))
+    order = {path.name: index for index, path in enumerate(files)}
+    pending = [(index, path) for index, path in enumerate(files) if path.name not in done]
     try:
-        for index, path in enumerate(tqdm(files, desc="images", unit="img")):
-            if path.name in done:
-                continue
-            seed_image(seed, path.name)
-            try:
-                x = read_image(path, max_pixels)[None].to(device)
-            except ImageError as err:
-                warnings.warn(f"skipping test image {path.name}: {err}", stacklevel=2)
-                skipped.append(path.name)
-                continue
-            rows += evaluation.image_rows(index, path, x)
-            write_rows_csv(rows, run_dir / "per_image.csv")
+        with tqdm(total=len(files), initial=len(files) - len(pending), desc="images", unit="img") as bar:
+            for batch in size_batches(pending, eval_settings(settings)["batch_size"]):
+                # Nothing built in draws from torch's global generators (attacks seed their own, per image).
+                seed_image(seed, batch[0][1].name)
+                read = []
+                for index, path in batch:
+                    try:
+                        read.append((index, path, read_image(path, max_pixels)))
+                    except ImageError as err:
+                        warnings.warn(f"skipping test image {path.name}: {err}", stacklevel=2)
+                        skipped.append(path.name)
+                if read:
+                    x = torch.stack([image for _, _, image in read]).to(device)
+                    for image_rows in evaluation.batch_rows([i for i, _, _ in read], [p for _, p, _ in read], x):
+                        rows += image_rows
+                    rows.sort(key=lambda row: order[row["image"]])  # stable: an image's rows keep their order
+                    write_rows_csv(rows, run_dir / "per_image.csv")
+                bar.update(len(batch))
         if not rows:
             raise ImageError(
                 f"none of the {len(files)} test images could be read ({', '.join(skipped)}); see the warnings"
@@ -163,10 +180,29 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     return metrics
 
 
-def numbers(kind: str, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
-    """`kind/name` -> the first image's value; anything not finite is written as NaN, never a number."""
-    values = {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
-    return {k: v if math.isfinite(v) else math.nan for k, v in values.items()}
+def numbers(kind: str, metrics: dict[str, torch.Tensor]) -> list[dict[str, float]]:
+    """Per image: `kind/name` -> its value; anything not finite is written as NaN, never a number."""
+    images = len(next(iter(metrics.values())))
+    values = [{f"{kind}/{k}": float(v[i]) for k, v in metrics.items()} for i in range(images)]
+    return [{k: v if math.isfinite(v) else math.nan for k, v in image.items()} for image in values]
+
+
+def size_batches(images: list[tuple[int, Path]], batch_size: int) -> list[list[tuple[int, Path]]]:
+    """(index, path) pairs grouped by image size (H, W) in file order into batches of up to batch_size,
+    ordered by their first image. A file whose size cannot be read is a batch of its own (its read fails
+    and skips it, alone)."""
+    if batch_size <= 1:
+        return [[image] for image in images]
+    open_batches: dict[object, list] = {}
+    batches = []
+    for index, path in images:
+        size = image_size(path)
+        if size is None or size not in open_batches or len(open_batches[size]) == batch_size:
+            batches.append([])
+            if size is not None:
+                open_batches[size] = batches[-1]
+        (open_batches[size] if size is not None else batches[-1]).append((index, path))
+    return batches
 
 
 def warn_capped(rows: list[dict]) -> None:

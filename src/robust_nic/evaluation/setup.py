@@ -23,6 +23,7 @@ from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.resume import check_same_settings
 from robust_nic.fingerprints import training_image_check
 from robust_nic.images import read_image
+from robust_nic.settings import EvalSettings, plain
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,8 @@ def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True, resumable:
     return inputs
 
 
-EVAL_DEFAULTS = {"allow_training_images": False}
-
-
 def eval_settings(settings: dict) -> dict:
-    return EVAL_DEFAULTS | (settings.get("eval") or {})
+    return settings.get("eval") or plain(EvalSettings())
 
 
 def checkpoint_paths(settings: dict) -> list[str]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +26,7 @@ from robust_nic.evaluation.measure import adversarial_metrics
 from robust_nic.evaluation.outputs import mean_of, write_rows_csv
 from robust_nic.evaluation.setup import prepare, required_attack, single_eps
 from robust_nic.metrics import to_8bit
+from robust_nic.scoped import patched
 from robust_nic.studies import STUDIES, CodecListOptions
 from robust_nic.studies.latent_figures import plot_latent_range, plot_symbol_histogram
 
@@ -96,19 +98,18 @@ class CodedSymbols:
             finally:
                 self.active = False
 
-        self.codec.compress = recorded_compress
+        self.patches = contextlib.ExitStack()  # earlier patches come back on exit
+        self.patches.enter_context(patched(self.codec, "compress", recorded_compress))
         for name, model in self.models.items():
-            model.quantize = self._quantize(name, model.quantize)
+            self.patches.enter_context(patched(model, "quantize", self._quantize(name, model.quantize)))
             for method in ("build_indexes", "_build_indexes"):
                 if hasattr(model, method):
-                    setattr(model, method, self._indexes(name, getattr(model, method)))
+                    recorded = self._indexes(name, getattr(model, method))
+                    self.patches.enter_context(patched(model, method, recorded))
         return self
 
     def __exit__(self, *exc) -> None:
-        self.codec.__dict__.pop("compress", None)
-        for model in self.models.values():
-            for method in ("quantize", "build_indexes", "_build_indexes"):
-                model.__dict__.pop(method, None)
+        self.patches.close()
 
     def _quantize(self, name, original):
         def quantize(inputs, mode, means=None):

@@ -82,6 +82,10 @@ def budget_table(rows: list[dict], kinds: list[str]) -> list[dict]:
 class NoiseOptions:
     mse: list[float] = field(default_factory=lambda: list(DEFAULT_MSE))  # budgets as MSE; attack.eps is ignored
 
+    def __post_init__(self):
+        if not self.mse or any(m <= 0 for m in self.mse):
+            raise ConfigError(f"study.mse budgets must be > 0 (one or more), got {self.mse}")
+
 
 @STUDIES.register("noise", options=NoiseOptions)
 def run_noise(cfg: DictConfig, run_dir: Path) -> dict:
@@ -95,9 +99,7 @@ def run_noise(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(
             "study=noise compares noise with an attack: choose attack=pgd, chen2023, ifgsm or mifgsm"
         )
-    mse_levels = [float(m) for m in (inputs.study.get("mse") or DEFAULT_MSE)]
-    if any(m <= 0 for m in mse_levels):
-        raise ConfigError(f"study.mse budgets must be > 0, got {mse_levels}")
+    mse_levels = STUDIES.options("noise", inputs.study).mse
     codec = inputs.codecs[inputs.main_label]
     coder = build_defense(inputs.defense_cfg, codec).to(inputs.device)
     noise = dataclasses.replace(attack, name="noise")  # same budget, seed and L-inf box

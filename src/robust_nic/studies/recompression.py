@@ -15,7 +15,7 @@ import torch
 from compressai.models import CompressionModel
 from omegaconf import DictConfig
 
-from robust_nic.config import ConfigError, write_json
+from robust_nic.config import write_json
 from robust_nic.defenses import Defense, build_defense
 from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.measure import clean_metrics
@@ -23,6 +23,7 @@ from robust_nic.evaluation.metric_keys import generation_column
 from robust_nic.evaluation.outputs import mean_of, write_rows_csv
 from robust_nic.evaluation.setup import EvalInputs, prepare
 from robust_nic.images import read_image, write_png
+from robust_nic.settings import check_range
 from robust_nic.studies import STUDIES, CodecListOptions
 from robust_nic.studies.figures import plot_quality_vs_generation
 
@@ -76,7 +77,7 @@ def recompression_coders(inputs: EvalInputs) -> dict[str, Defense]:
     defense = inputs.defense_cfg
     if defense.get("name", "none") != "none":
         coders[f"{main_label}+{defense['name']}"] = build_defense(defense, main)
-    if inputs.study.get("with_self_ensemble") and defense.get("name") != "self_ensemble":
+    if STUDIES.options("recompression", inputs.study).with_self_ensemble and defense.get("name") != "self_ensemble":
         coders[f"{main_label}+self_ensemble"] = build_defense({"name": "self_ensemble"}, main)
     return coders
 
@@ -96,16 +97,16 @@ class RecompressionOptions(CodecListOptions):
     with_self_ensemble: bool = False  # also the model.* codec behind the self-ensemble
     keep_generations: list[int] = field(default_factory=lambda: [1, 10, 50])  # decoded PNGs kept
 
+    def __post_init__(self):
+        check_range("study", "generations", self.generations, 1)
+
 
 @STUDIES.register("recompression", options=RecompressionOptions)
 def run_recompression(cfg: DictConfig, run_dir: Path) -> dict:
     """`python evaluate.py study=recompression ...`: CSVs, figure, metrics.json and study.json."""
     inputs = prepare(cfg, run_dir)
-    study = inputs.study
-    generations = int(study.get("generations", 50))
-    if generations < 1:
-        raise ConfigError(f"study.generations must be >= 1, got {generations}")
-    keep = tuple(int(g) for g in (study.get("keep_generations") or ()))
+    options = STUDIES.options("recompression", inputs.study)
+    generations, keep = options.generations, tuple(options.keep_generations)
     per_image, means = [], []
     for label, coder in recompression_coders(inputs).items():
         coder.to(inputs.device)

@@ -128,18 +128,17 @@ class TransferOptions(CodecListOptions):
 
     def __post_init__(self):
         if self.fit not in ("crop", "resize"):
-            raise ValueError(f"study.fit must be crop or resize, not {self.fit!r}")
+            raise ConfigError(f"study.fit={self.fit} is unknown; choose crop | resize")
 
 
 @STUDIES.register("transfer", options=TransferOptions)
 def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
     """`python evaluate.py study=transfer attack=pgd ... [study.codecs=[A,B]]`: CSVs, heat-maps, JSONs."""
     inputs = prepare(cfg, run_dir)
-    settings, study = inputs.settings, inputs.study
+    settings, options = inputs.settings, STUDIES.options("transfer", inputs.study)
     attack = required_attack(settings, "transfer")
     attack = attack.with_eps(single_eps(settings, "transfer"))
-    fit = study.get("fit") or "crop"
-    fit_perturbation(torch.zeros(1, 3, 1, 1), (1, 1), fit)  # validates study.fit before any attack runs
+    fit = options.fit
     coders = {
         label: build_defense(inputs.defense_cfg, codec).to(inputs.device)
         for label, codec in inputs.codecs.items()
@@ -152,7 +151,7 @@ def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
     main = inputs.main_label
     metrics, figures, tables, summary = {}, {}, {}, []
 
-    if study.get("cross_image", True):
+    if options.cross_image:
         matrix, rows = cross_image(inputs.images, adversarial[main], coders[main], clean[main], attack.budget, fit)
         write_rows_csv(rows, run_dir / "transfer_images.csv")
         write_rows_csv(
