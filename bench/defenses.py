@@ -84,6 +84,7 @@ def timed(label: str, timings: dict, job):
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
+    from robust_nic.evaluation import metric_keys
     from robust_nic.evaluation.runner import evaluate
     from robust_nic.studies import run_study
 
@@ -118,8 +119,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     rows.append(
         defense_row("finetuned", finetuned_clean, base)
         | {
-            "delta_psnr_transferred": transfer[f"study/transfer/codecs/{ours}->{tuned}/delta_psnr"],
-            "delta_psnr_adaptive": transfer[f"study/transfer/codecs/{tuned}->{tuned}/delta_psnr"],
+            "adv/delta_psnr": transfer[metric_keys.transfer_pair_key(ours, tuned)],
+            "adaptive/delta_psnr": transfer[metric_keys.transfer_pair_key(tuned, tuned)],
         }
     )
     recompressed = [
@@ -136,7 +137,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     checks = {}
     if base is not None:  # the same attack on the same codec, measured by two jobs: must agree
         checks["transfer default->default == evaluate none adv"] = math.isclose(
-            transfer[f"study/transfer/codecs/{ours}->{ours}/delta_psnr"],
+            transfer[metric_keys.transfer_pair_key(ours, ours)],
             base["test/adv/delta_psnr"],
             abs_tol=1e-9,
         )
@@ -163,15 +164,15 @@ def codec_labels(args: argparse.Namespace) -> tuple[str, str]:
 def defense_row(name: str, metrics: dict, base: dict | None) -> dict:
     """Clean cost vs the undefended codec; transferred = `adv` rows, adaptive = `adaptive` rows
     (for no defense both are the direct attack)."""
-    row = {"defense": name, "bpp": metrics["test/clean/bpp"], "psnr": metrics["test/clean/psnr"]}
+    row = {"defense": name, "clean/bpp": metrics["test/clean/bpp"], "clean/psnr": metrics["test/clean/psnr"]}
     if base is not None:
         row |= {
-            "cost_bpp": row["bpp"] - base["test/clean/bpp"],
-            "cost_psnr": row["psnr"] - base["test/clean/psnr"],
+            "cost_bpp": row["clean/bpp"] - base["test/clean/bpp"],
+            "cost_psnr": row["clean/psnr"] - base["test/clean/psnr"],
         }
     if "test/adv/delta_psnr" in metrics:
-        row["delta_psnr_transferred"] = metrics["test/adv/delta_psnr"]
-        row["delta_psnr_adaptive"] = metrics.get("test/adaptive/delta_psnr", metrics["test/adv/delta_psnr"])
+        row["adv/delta_psnr"] = metrics["test/adv/delta_psnr"]
+        row["adaptive/delta_psnr"] = metrics.get("test/adaptive/delta_psnr", metrics["test/adv/delta_psnr"])
     return row
 
 
@@ -183,7 +184,7 @@ def print_tables(results: dict) -> None:
     )
     header = ("defense", "bpp", "PSNR", "cost bpp", "cost PSNR", "dPSNR transferred", "dPSNR adaptive")
     print("  ".join(f"{h:>17}" for h in header))
-    keys = ("bpp", "psnr", "cost_bpp", "cost_psnr", "delta_psnr_transferred", "delta_psnr_adaptive")
+    keys = ("clean/bpp", "clean/psnr", "cost_bpp", "cost_psnr", "adv/delta_psnr", "adaptive/delta_psnr")
     for row in results["defenses"]:
         print(f"{row['defense']:>17}  " + "  ".join(f"{_num(row.get(k)):>17}" for k in keys))
     print(f"\nRecompression ({args['generations']} generations): PSNR vs the original (dB)")

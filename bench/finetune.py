@@ -93,10 +93,10 @@ def robustness(args, checkpoint: Path | None, name: str) -> dict:
     noise = evaluate(compose_config("evaluate", [*common, "attack=noise", "attack.eps=0.01"]),
                      Path(args.work) / f"noise_{folder(name)}")
     return {
-        "attacked_delta_psnr": attacked["test/adv/delta_psnr"],
-        "noise_delta_psnr": noise["test/adv/delta_psnr"],
-        "clean_psnr": attacked["test/clean/psnr"],
-        "clean_bpp": attacked["test/clean/bpp"],
+        "adv/delta_psnr": attacked["test/adv/delta_psnr"],
+        "noise/delta_psnr": noise["test/adv/delta_psnr"],
+        "clean/psnr": attacked["test/clean/psnr"],
+        "clean/bpp": attacked["test/clean/bpp"],
     }
 
 
@@ -169,23 +169,23 @@ def main() -> None:
         print(f"{name}: {rows[name]}")
 
     plain_step = rows["plain"]["s_per_step"] if "plain" in rows else float("nan")
-    gap = before["attacked_delta_psnr"] - before["noise_delta_psnr"]
+    gap = before["adv/delta_psnr"] - before["noise/delta_psnr"]
     print(f"\n{'recipe':>10} {'adv dPSNR':>10} {'noise dPSNR':>11} {'gap closed':>10} {'clean PSNR':>10} {'bpp':>7} {'step/plain':>10} {'train s':>8}")
     for name, row in rows.items():
-        closed = (before["attacked_delta_psnr"] - row["attacked_delta_psnr"]) / gap if gap else float("nan")
+        closed = (before["adv/delta_psnr"] - row["adv/delta_psnr"]) / gap if gap else float("nan")
         row["gap_closed"] = closed
         row["step_ratio"] = row.get("s_per_step", float("nan")) / plain_step
-        print(f"{name:>10} {row['attacked_delta_psnr']:10.2f} {row['noise_delta_psnr']:11.2f} {closed:10.2f} "
-              f"{row['clean_psnr']:10.2f} {row['clean_bpp']:7.3f} {row['step_ratio']:10.2f} {row.get('train_s', float('nan')):8.1f}")
+        print(f"{name:>10} {row['adv/delta_psnr']:10.2f} {row['noise/delta_psnr']:11.2f} {closed:10.2f} "
+              f"{row['clean/psnr']:10.2f} {row['clean/bpp']:7.3f} {row['step_ratio']:10.2f} {row.get('train_s', float('nan')):8.1f}")
     for name in [k for k in rows if k.startswith("cheap")] if "paper" in rows else []:
-        print(f"{name} vs paper robustness: {rows[name]['attacked_delta_psnr'] - rows['paper']['attacked_delta_psnr']:+.2f} dB "
+        print(f"{name} vs paper robustness: {rows[name]['adv/delta_psnr'] - rows['paper']['adv/delta_psnr']:+.2f} dB "
               f"(target <= +1), training-time ratio {rows[name]['s_per_step'] / rows['paper']['s_per_step']:.3f} (target <= 0.2)")
     for name in [k for k in rows if k.startswith("fast")] if "paper" in rows else []:
-        more_robust = rows[name]["attacked_delta_psnr"] <= rows["paper"]["attacked_delta_psnr"]
+        more_robust = rows[name]["adv/delta_psnr"] <= rows["paper"]["adv/delta_psnr"]
         print(f"{name}: step/plain {rows[name]['step_ratio']:.2f} (target <= 1.5); attacked delta_psnr "
-              f"{rows[name]['attacked_delta_psnr']:.2f} vs paper {rows['paper']['attacked_delta_psnr']:.2f} dB "
+              f"{rows[name]['adv/delta_psnr']:.2f} vs paper {rows['paper']['adv/delta_psnr']:.2f} dB "
               f"({'at least as robust' if more_robust else 'LESS robust'}; target: at least as robust); clean "
-              f"{rows[name]['clean_psnr'] - rows['paper']['clean_psnr']:+.2f} dB, bpp {rows[name]['clean_bpp'] - rows['paper']['clean_bpp']:+.3f} vs paper")
+              f"{rows[name]['clean/psnr'] - rows['paper']['clean/psnr']:+.2f} dB, bpp {rows[name]['clean/bpp'] - rows['paper']['clean/bpp']:+.3f} vs paper")
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
 

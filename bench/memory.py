@@ -8,7 +8,7 @@ optimiser, with 2 steps: memory does not grow with the step count), with the def
 and figures). The child's peak resident set size comes from the kernel (os.wait4). Codecs have random
 weights (memory does not depend on them). Prints a table, and per codec and mode a least-squares line
 GB = a + b * MP with the size at which it reaches 8 GB: what `data.max_pixels` defaults from
-(src/robust_nic/images.py MAX_PIXELS).
+(src/robust_nic/settings.py DataSettings.max_pixels).
 """
 
 from __future__ import annotations

@@ -107,3 +107,22 @@ def test_combinations_that_used_to_fail_after_work_started_are_refused_before(ap
 def test_ms_ssim_training_on_small_crops_passes_the_checks():
     """loss=ms_ssim trains on the default 64 px crops with fewer MS-SSIM scales (said in a warning)."""
     check_before_work("train", ["loss=ms_ssim"])
+
+
+# Groups whose options set keys outside their own package, and why: an experiment is a whole run's settings;
+# a model carries its training recipe (data.patch_size, trainer.max_steps, ...); a sweeper's settings live
+# under hydra.
+GLOBAL_GROUPS = {"experiment", "model", "hparams_search"}
+
+
+def test_no_other_config_group_writes_into_another_groups_keys():
+    import yaml
+
+    for path in sorted(CONF_DIR.glob("*/*.yaml")):
+        text = path.read_text()
+        if path.parent.name in GLOBAL_GROUPS:
+            continue
+        assert "@package" not in text, f"{path.relative_to(CONF_DIR)} moves itself out of its group's package"
+        keys = set(yaml.safe_load(text) or {}) - {"defaults"}
+        others = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} - {path.parent.name}
+        assert not keys & others, f"{path.relative_to(CONF_DIR)} sets {sorted(keys & others)}"

@@ -12,7 +12,7 @@ import torch
 from conftest import compose_config, photo
 from PIL import Image
 
-from robust_nic.data import ImageDataModule, download_kodak, split_files
+from robust_nic.data import ImageDataModule, download_kodak, split_files, whole_image_reader
 from robust_nic.images import ImageError, read_image
 from robust_nic.training import train
 
@@ -168,6 +168,15 @@ def test_images_coded_whole_above_max_pixels_stop_the_run_before_any_work(tmp_pa
     assert run.returncode == 2 and "data.max_pixels=100000" in run.stderr, run.stderr[-2000:]
     assert "torch CPU threads:" in run.stdout + run.stderr  # printed at start
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_whole_images_are_read_within_the_runs_max_pixels(tmp_path):
+    """Evaluation, studies and fit-latent-range read their whole images through one reader of data.*."""
+    Image.fromarray(photo("coffee.png")).save(tmp_path / "coffee.png")  # 600x400 = 0.24 MP
+    x = whole_image_reader({"max_pixels": 300_000})(tmp_path / "coffee.png")
+    assert x.shape == (3, 400, 600)
+    with pytest.raises(ImageError, match="data.max_pixels=100000"):
+        whole_image_reader({"max_pixels": 100_000})(tmp_path / "coffee.png")
 
 
 def test_training_validation_skips_an_undecodable_image_with_a_warning(tmp_path, photo_dir):

@@ -42,6 +42,59 @@ def run_paper(
     )
 
 
+def offline_jobs(out: Path, *overrides: str) -> list:
+    from omegaconf import OmegaConf
+
+    from robust_nic.config import compose_config
+
+    cfg = compose_config("paper", [*TINY, f"out={out}", *overrides])
+    return paper.build_jobs(OmegaConf.to_container(cfg, resolve=True), log=lambda _: None)
+
+
+def test_the_offline_job_list(tmp_path):
+    """Stand-in first, each stage's jobs in order, every job on the focus codec's stand-in checkpoint."""
+    jobs = offline_jobs(tmp_path)
+    assert [(j.id, j.stage, j.kind) for j in jobs] == [
+        ("standin-tiny-mse-q3", 0, "standin"), ("attack-tiny-mse-q3", 1, "attack"), ("noise-focus", 1, "noise"),
+        ("ablation-optimizer", 1, "ablation"), ("ablation-distance", 1, "ablation"),
+        ("ablation-budget", 1, "ablation"), ("transfer-image", 1, "transfer"), ("defense-bitdepth", 1, "defense"),
+        ("finetune-paper", 1, "finetune"), ("evaluate-finetuned-paper", 2, "evaluate"),
+        ("finetune-cheap", 1, "finetune"), ("evaluate-finetuned-cheap", 2, "evaluate"),
+        ("transfer-model", 2, "transfer"), ("recompression", 2, "recompression"), ("report", 3, "report"),
+    ]  # fmt: skip
+    runs = tmp_path / "jobs"
+    common = ["data=samples", "max_images=1", "attack.steps=2", "progress=false", "save_images=false"]
+    focus = ["model=tiny", "model.quality=3", "loss=mse",
+             f"model.checkpoint={runs / 'standin-tiny-mse-q3' / 'checkpoints' / 'last.ckpt'}"]  # fmt: skip
+    by_id = {j.id: j for j in jobs}
+    assert by_id["defense-bitdepth"].argv == [
+        "-m", "robust_nic", "evaluate", *focus, "defense=bitdepth", "attack=worst_case", "attack.eps=0.01",
+        *common, f"hydra.run.dir={runs / 'defense-bitdepth'}",
+    ]  # fmt: skip
+    finetuned = [str(runs / f"finetune-{r}" / "checkpoints" / "last.ckpt") for r in ("paper", "cheap")]
+    assert by_id["transfer-model"].argv == [
+        "-m", "robust_nic", "evaluate", "study=transfer", *focus, "attack=chen2023", "attack.eps=0.01",
+        "study.cross_image=false", f"study.codecs=[{','.join(finetuned)}]",
+        "study.labels=[finetuned_paper,finetuned_cheap]", *common, f"hydra.run.dir={runs / 'transfer-model'}",
+    ]  # fmt: skip
+    assert [j.id for j in offline_jobs(tmp_path, "kinds=[noise,report]")] == ["noise-focus", "report"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("headline_attack=nope", "headline_attack: 'nope' is not a conf/attack config"),
+        ("defenses=[bitdepth,nope]", "defenses: 'nope' is not a conf/defense config"),
+        ("ablations=[nope]", "ablations: 'nope' is not a conf/experiment config"),
+    ],
+)
+def test_a_config_name_missing_from_conf_is_an_error_naming_the_key(tmp_path, override, message):
+    from robust_nic.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        offline_jobs(tmp_path, override)
+
+
 def test_start_message_lists_missing_weights_kodak_and_an_estimate(tmp_path):
     result = run_paper(
         tmp_path,

@@ -175,6 +175,7 @@ def test_paper_config_is_its_dataclass():
         ({"focus": {"quality": "high"}}, "paper.focus.quality='high' is not a valid setting"),
         ({"estimate": {"probe": "no"}}, "paper.estimate.probe='no' is not a valid setting"),
         ({"eps": 0.5}, "paper.eps=0.5 must be in (0, 0.25]"),
+        ({"focus": 3}, "paper.focus=3 is not a valid setting: paper.focus has keys model, loss, quality"),
         ({"models": "mbt2018"}, "paper.models='mbt2018' is not a valid setting (expected a list"),
     ],
 )

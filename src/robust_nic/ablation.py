@@ -21,6 +21,8 @@ from robust_nic.evaluation import metric_keys
 from robust_nic.evaluation.metric_keys import BY_NAME
 from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps, write_rows_csv
 from robust_nic.plotting import plt, save_figure
+from robust_nic.rows import markdown_table
+from robust_nic.run_dir import job_dirs
 from robust_nic.sweep import job_results
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,6 @@ log = logging.getLogger(__name__)
 # beside them as `clean/<name>` (metric_keys' naming scheme).
 ATTACK_METRICS = ("delta_psnr", "psnr", "psnr_in", "ms_ssim", "bpp")
 CLEAN_METRICS = ("psnr", "ms_ssim", "bpp")
-
-
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
 
 
 def job_attack(job_dir: Path) -> dict:
@@ -93,16 +91,6 @@ def budget_rows(sweep_dir: Path) -> list[dict]:
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append(
-            "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def plot_variants(rows: list[dict], title: str, path: Path) -> Path:
     """Bars per variant: delta_psnr, and attacked PSNR (vs the source) beside the clean PSNR."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -130,13 +118,17 @@ def plot_budgets(rows: list[dict], title: str, path: Path) -> Path:
     return plot_delta_psnr_vs_eps(curves, path, xlabel="budget: MSE(x, x*) ([0,1] scale; eps = sqrt(MSE))", title=title)
 
 
+def ablation_markdown(rows: list[dict]) -> str:
+    return markdown_table(list(rows[0]), rows, ".4g")
+
+
 def summarize_ablation(sweep_dir: Path, name: str, variant_key: str | None) -> list[dict]:
     """Write ablation.csv/.md/.png for a finished sweep; `variant_key` None means a noise-study budget sweep."""
     rows = budget_rows(sweep_dir) if variant_key is None else variant_rows(sweep_dir, variant_key)
     if not rows:
         return rows
     write_rows_csv(rows, sweep_dir / "ablation.csv")
-    (sweep_dir / "ablation.md").write_text(f"# Attack ablation: {name}\n\n" + markdown_table(rows))
+    (sweep_dir / "ablation.md").write_text(f"# Attack ablation: {name}\n\n" + ablation_markdown(rows))
     plot = plot_budgets if variant_key is None else plot_variants
     steps = max(r["steps"] for r in rows)
     detail = f"{len({r['job'] for r in rows})} runs, {steps} attack steps"
@@ -158,4 +150,4 @@ class AblationSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir() and (rows := summarize_ablation(sweep_dir, self.name, self.variant_key)):
             print(f"\nAblation '{self.name}' ({len(rows)} rows): {sweep_dir / 'ablation.md'}\n")
-            print(markdown_table(rows))
+            print(ablation_markdown(rows))

@@ -79,9 +79,9 @@ def paper_app(cfg: DictConfig) -> None:
     from robust_nic.cli import one_line_errors
     from robust_nic.settings import PaperSettings, plain, typed
 
-    with one_line_errors(logged=False):
+    with one_line_errors(logged=False):  # a paper setting, or a name conf/ lacks: before any work
         settings = plain(typed(PaperSettings, "paper", OmegaConf.to_container(cfg, resolve=True)))
-    jobs = paper.build_jobs(settings, log=lambda _: None)
+        jobs = paper.build_jobs(settings, log=lambda _: None)
     if cfg.job is not None:  # one job of a stage's multirun
         job = next((j for j in jobs if j.id == cfg.job), None)
         if job is None:

@@ -131,18 +131,17 @@ def fit_latent_ranges(overrides: list[str], out: str | None = None) -> Path:
     import torch
 
     from robust_nic.config import ConfigError, compose_config, resolve
-    from robust_nic.data import split_files, whole_image_limit
+    from robust_nic.data import split_files, whole_image_reader
     from robust_nic.defenses.latent_range import RANGES_SUFFIX, fit_latent_range
     from robust_nic.evaluation.setup import load_eval_codec
-    from robust_nic.images import read_image
 
     settings = resolve(compose_config("evaluate", overrides))
     if not settings["model"].get("checkpoint") and not out:
         raise ConfigError("fit-latent-range needs the codec: model.checkpoint=CKPT (or --out FILE for zoo weights)")
     codec = load_eval_codec(settings, torch.device("cpu"))
     files = split_files(settings["data"])["train"]
-    max_pixels = whole_image_limit(settings["data"])
-    ranges = fit_latent_range(codec, (read_image(path, max_pixels)[None] for path in files))
+    read_whole = whole_image_reader(settings["data"])
+    ranges = fit_latent_range(codec, (read_whole(path)[None] for path in files))
     target = Path(out) if out else Path(f"{settings['model']['checkpoint']}{RANGES_SUFFIX}")
     torch.save(ranges, target)
     return target

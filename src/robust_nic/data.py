@@ -6,7 +6,7 @@ import random
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from robust_nic.images import (
     MAX_DECODE_PIXELS,
-    MAX_PIXELS,
     ImageError,
     check_whole_image_sizes,
     find_images,
@@ -24,6 +23,7 @@ from robust_nic.images import (
     to_uint8,
     usable_images,
 )
+from robust_nic.settings import DataSettings
 
 # scikit-image ships these colour photos inside its wheel (no download): training, validation and test
 # photos are three disjoint sets.
@@ -94,7 +94,15 @@ def check_training_source(cfg: Mapping) -> None:
 
 
 def whole_image_limit(cfg: Mapping) -> int:
-    return int(cfg.get("max_pixels") or MAX_PIXELS)
+    """data.max_pixels: the largest image coded and attacked whole (its default: settings.DataSettings)."""
+    return int(cfg.get("max_pixels") or DataSettings.max_pixels)
+
+
+def whole_image_reader(cfg: Mapping) -> Callable[[str | Path], torch.Tensor]:
+    """Reads an image that is coded whole (test images, a latent-range fit): (3, H, W); one above the run's
+    data.max_pixels (taken from `cfg` once, here) raises ImageError."""
+    limit = whole_image_limit(cfg)
+    return lambda path: read_image(path, limit)
 
 
 def _split_files(cfg: Mapping) -> dict[str, list[Path]]:

@@ -16,11 +16,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MIN_SIDE = 8  # smaller images carry no usable content for a codec
 # Largest file decoded at all (training crops come from it): 64 MP is 192 MB as 8-bit RGB.
 MAX_DECODE_PIXELS = 64_000_000
-# Default data.max_pixels: the largest image coded and attacked whole (validation, evaluate.py).
 # bench/memory.py (bench/results/memory_cpu.json): a default attacked evaluation peaks at about
 # ATTACK_GB_BASE + ATTACK_GB_PER_MP * MP for a zoo-size bmshj2018-hyperprior (the default tiny codec:
-# 1.2 + 1.04 * MP), so 3.5 MP stays within 8 GB for both. Heavier codecs (mbt2018, cheng2020) need more.
-MAX_PIXELS = 3_500_000
+# 1.2 + 1.04 * MP), so data.max_pixels' default (settings.DataSettings), 3.5 MP, stays within 8 GB for both.
+# Heavier codecs (mbt2018, cheng2020) need more.
 ATTACK_GB_BASE = 1.3
 ATTACK_GB_PER_MP = 1.84
 

@@ -11,12 +11,12 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-# MS-SSIM's five scale weights (Wang et al. 2003; pytorch-msssim's defaults) and Gaussian window.
+# MS-SSIM's five scale weights (Wang et al. 2003; torchmetrics' default `betas`) and Gaussian window.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_WINDOW = 11
-# All five scales need sides above (11 - 1) * 2**4 (pytorch-msssim refuses smaller images).
+# All five scales need sides above (11 - 1) * 2**4: the coarsest scale then still exceeds the window.
 MS_SSIM_MIN_SIDE = 161
 
 _warned_scales: set[tuple[int, int]] = set()
@@ -41,47 +41,63 @@ def psnr_from_mse(mse: torch.Tensor | float, identical: float = math.inf) -> tor
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, identical: float = math.inf) -> torch.Tensor:
-    """PSNR in dB per image between two [0,1] batches, on their 8-bit values (`identical` when they are
-    bit-identical, NaN when either holds a NaN; an inf pixel clips to 0 or 1 like any 8-bit image)."""
-    return psnr_from_mse(mse_per_image(to_8bit(a).double(), to_8bit(b).double()), identical)
+    """torchmetrics' PSNR in dB per image between two [0,1] batches, on their 8-bit values (`identical` when
+    they are bit-identical, NaN when either holds a NaN; an inf pixel clips to 0 or 1 like any 8-bit image)."""
+    a, b = to_8bit(a).double(), to_8bit(b).double()
+    value = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=tuple(range(1, a.ndim)))
+    return torch.where(value == math.inf, torch.full_like(value, identical), value)
 
 
 def ms_ssim_window(side: int) -> int:
-    """The Gaussian window: the standard 11 px, or 3 px for images of 10 px or less per side."""
+    """The window: the standard 11 px Gaussian, or a 3 px uniform one for images of 10 px or less per side."""
     return MS_SSIM_WINDOW if side >= MS_SSIM_WINDOW else 3
 
 
 def ms_ssim_scales(side: int) -> int:
     """How many of MS-SSIM's 5 scales an image whose smaller side is `side` px allows: L scales need
-    side > (window - 1) * 2 ** (L - 1) (pytorch-msssim's own condition for L = 5)."""
+    side > (window - 1) * 2 ** (L - 1), so that the coarsest scale is still wider than the window."""
     window, scales = ms_ssim_window(side), 1
     while scales < len(MS_SSIM_WEIGHTS) and side > (window - 1) * 2**scales:
         scales += 1
     return scales
 
 
-def multiscale_ssim(
-    a: torch.Tensor, b: torch.Tensor, scales: int, window: int = MS_SSIM_WINDOW, floor: float = 0.0
-) -> torch.Tensor:
-    """MS-SSIM per image over the first `scales` scales: pytorch-msssim's computation (its `_ssim` kernel,
-    constants and weights; exactly its result for 5 scales), with the weights of fewer scales renormalised
-    to sum to 1. pytorch-msssim itself refuses sides under 161 px whatever the weights.
+def ms_ssim_betas(scales: int) -> tuple[float, ...]:
+    """torchmetrics' `betas` for `scales` scales: the standard five, or the first `scales` of them
+    renormalised to sum to 1 (so that a perfect and a uniformly degraded image score as with five)."""
+    if scales == len(MS_SSIM_WEIGHTS):
+        return MS_SSIM_WEIGHTS
+    total = sum(MS_SSIM_WEIGHTS[:scales])
+    return tuple(w / total for w in MS_SSIM_WEIGHTS[:scales])
 
-    Each scale's term is clipped below at `floor` (pytorch-msssim: 0); attacks differentiate it and pass
-    a small positive floor, since x ** w with w < 1 has an infinite gradient at 0."""
-    win = _fspecial_gauss_1d(window, 1.5).to(a).repeat([a.shape[1], 1, 1, 1])
-    factors = []
+
+def ssim_window_args(window: int) -> dict:
+    """torchmetrics' SSIM window arguments: its 11 px Gaussian (sigma 1.5), or a 3 px uniform window."""
+    if window == MS_SSIM_WINDOW:
+        return {"gaussian_kernel": True, "sigma": 1.5, "kernel_size": window}
+    return {"gaussian_kernel": False, "kernel_size": window}
+
+
+def multiscale_ssim(a: torch.Tensor, b: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """MS-SSIM per image over the scales the size allows (ms_ssim_scales, betas from ms_ssim_betas):
+    torchmetrics' SSIM and contrast-structure terms per scale, combined as torchmetrics'
+    multiscale_structural_similarity_index_measure(normalize="relu") combines them (equal to it wherever
+    torchmetrics accepts the size; its own size check also refuses e.g. 161-175 px sides for 5 scales).
+
+    Each scale's term is clipped below at `floor` (torchmetrics' relu: 0). The loss passes a small positive
+    floor: x ** beta with beta < 1 has a gradient growing without bound as a term nears 0, and relu leaves an
+    image with one term <= 0 a product of 0 with no gradient at all; floored, the other scales keep theirs."""
+    side = min(a.shape[-2:])
+    scales, window = ms_ssim_scales(side), ms_ssim_window(side)
+    kwargs = {"data_range": 1.0, "reduction": "none", "return_contrast_sensitivity": True}
+    terms = []
     for level in range(scales):
-        ssim, cs = _ssim(a, b, data_range=1.0, win=win, size_average=False, K=(0.01, 0.03))
+        sim, cs = structural_similarity_index_measure(a, b, **kwargs, **ssim_window_args(window))
+        terms.append(cs if level < scales - 1 else sim)
         if level < scales - 1:
-            factors.append(cs.clamp_min(floor))
-            padding = [s % 2 for s in a.shape[2:]]
-            a, b = F.avg_pool2d(a, 2, padding=padding), F.avg_pool2d(b, 2, padding=padding)
-    weights = a.new_tensor(MS_SSIM_WEIGHTS[:scales])
-    if scales < len(MS_SSIM_WEIGHTS):
-        weights = weights / weights.sum()
-    values = torch.stack([*factors, ssim.clamp_min(floor)])  # (scales, N, C)
-    return values.pow(weights.view(-1, 1, 1)).prod(0).mean(1)
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    betas = torch.tensor(ms_ssim_betas(scales), device=sim.device)
+    return (torch.stack(terms).clamp_min(floor) ** betas.view(-1, 1)).prod(0)
 
 
 def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -96,16 +112,14 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             f"(window {window} px): such values (ms_ssim_scales={scales}) are not comparable with 5-scale MS-SSIM",
             stacklevel=2,
         )
-    return multiscale_ssim(to_8bit(a).float(), to_8bit(b).float(), scales, window).double()
+    return multiscale_ssim(to_8bit(a).float(), to_8bit(b).float()).double()
 
 
 def ms_ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """1 - MS-SSIM per image, differentiable, with as many of the 5 scales as the image size allows: the
     training loss and the attacks' distance (both run on small crops too). The metric's own computation,
     each scale floored away from 0 for finite gradients."""
-    a, b = a.clamp(0, 1), b.clamp(0, 1)
-    side = min(a.shape[-2:])
-    return 1 - multiscale_ssim(a, b, ms_ssim_scales(side), ms_ssim_window(side), floor=1e-6)
+    return 1 - multiscale_ssim(a.clamp(0, 1), b.clamp(0, 1), floor=1e-6)
 
 
 def ms_ssim_db(value: torch.Tensor | float) -> torch.Tensor:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from robust_nic.config import CONF_DIR
+from robust_nic.config import CONF_DIR, ConfigError
+from robust_nic.rows import markdown_table
 
 CLI = ["-m", "robust_nic"]  # the robust-nic command, from this interpreter
 
@@ -69,234 +70,233 @@ def images(cfg) -> int:
     return 24 if cfg["dataset"] == "kodak" else 3
 
 
-def build_jobs(cfg, log=print) -> list[Job]:
-    """Every job of the paper, skipping (with a printed message) configs absent from this tree."""
-    evaluate = ["-m", "robust_nic", "evaluate"]
-    train = ["-m", "robust_nic", "train"]
-    common = [f"data={cfg['dataset']}", *(cfg.get("common") or [])]
-    train_root = [f"data.train_root={cfg['train_root']}"] if cfg.get("train_root") else []
-    train_common = [f"data={cfg['dataset']}", *train_root, *(cfg.get("train_common") or [])]
-    out = Path(cfg["out"]) / "jobs"
-    standins: dict[tuple, str] = {}  # (model, loss, quality) -> the stand-in job's checkpoint
+class Plan:
+    """What the paper's jobs share, derived once from the paper config; jobs are added in order.
 
-    def weights(model: str, loss: str, q: int) -> list[str]:
+    Stand-in codecs (pretrained=false) are stage-0 jobs added the first time a job needs their checkpoint.
+    """
+
+    def __init__(self, cfg: dict, log=print):
+        self.cfg, self.log, self.jobs = cfg, log, []
+        self.out = Path(cfg["out"]) / "jobs"
+        self.evaluate, self.train = [*CLI, "evaluate"], [*CLI, "train"]
+        self.common = [f"data={cfg['dataset']}", *cfg["common"]]
+        train_root = [f"data.train_root={cfg['train_root']}"] if cfg["train_root"] else []
+        self.train_common = [f"data={cfg['dataset']}", *train_root, *cfg["train_common"]]
+        self.budget = [f"attack={cfg['headline_attack']}", f"attack.eps={cfg['eps']}"]
+        self.single = [
+            "attack=chen2023",
+            f"attack.eps={cfg['eps']}",
+        ]  # the studies take one attack (the paper's)
+        self.per_image = {
+            kind: passes * images(cfg) for kind, passes in cfg["estimate"]["passes_per_image"].items()
+        }
+        f = cfg["focus"]
+        self.focus_model = f["model"]
+        self.bare = [f"model={f['model']}", f"model.quality={f['quality']}", f"loss={f['loss']}"]
+        self.focus = [*self.bare, *self.weights(f["model"], f["loss"], f["quality"])]
+        self.recipes = {
+            "paper": ["attack=auto", f"attack.eps={cfg['eps']}"],
+            "cheap": ["experiment=finetune_cheap"],
+        }
+        self.zoo_file = focus_weights(
+            cfg
+        )  # the focus codec's weights file (None: not downloaded, or stand-ins)
+
+    def run_dir(self, job_id: str) -> str:
+        return f"hydra.run.dir={self.out / job_id}"
+
+    def add(self, job_id: str, stage: int, kind: str, argv: list[str], done_file: str, passes: float) -> None:
+        """A job on the focus codec."""
+        self.jobs.append(Job(job_id, stage, kind, argv, done_file, self.focus_model, passes))
+
+    def weights(self, model: str, loss: str, q: int) -> list[str]:
         """Zoo weights, or (pretrained=false) a stand-in trained for a few steps in stage 0."""
-        if cfg["pretrained"]:
+        if self.cfg["pretrained"]:
             return []
         sid = f"standin-{model}-{loss}-q{q}"
-        if sid not in standins:
-            standins[sid] = str(out / sid / "checkpoints" / "last.ckpt")
-            jobs.append(
-                Job(
-                    sid,
-                    0,
-                    "standin",
-                    [
-                        *train,
-                        f"model={model}",
-                        f"model.quality={q}",
-                        f"loss={loss}",
-                        "model.pretrained=false",
-                        "attack=none",
-                        *train_common,
-                        f"hydra.run.dir={out / sid}",
-                    ],
-                    "train_metrics.json",
-                    model,
-                )
-            )
-        return [f"model.checkpoint={standins[sid]}"]
+        checkpoint = str(self.out / sid / "checkpoints" / "last.ckpt")
+        if not any(job.id == sid for job in self.jobs):
+            argv = [*self.train, f"model={model}", f"model.quality={q}", f"loss={loss}", "model.pretrained=false",
+                    "attack=none", *self.train_common, f"hydra.run.dir={self.out / sid}"]  # fmt: skip
+            self.jobs.append(Job(sid, 0, "standin", argv, "train_metrics.json", model))
+        return [f"model.checkpoint={checkpoint}"]
 
-    jobs: list[Job] = []
-    attack = cfg["headline_attack"] if exists("attack", cfg["headline_attack"]) else "chen2023"
-    if attack != cfg["headline_attack"]:
-        log(f"paper: attack={cfg['headline_attack']} is not in this tree; the headline attack is chen2023")
-    budget = [f"attack={attack}", f"attack.eps={cfg['eps']}"]
-    single = ["attack=chen2023", f"attack.eps={cfg['eps']}"]  # the studies take one attack (the paper's)
-    per_image = dict(cfg["estimate"]["passes_per_image"])
-    n = images(cfg)
-    f = cfg["focus"]
-    bare = [f"model={f['model']}", f"model.quality={f['quality']}", f"loss={f['loss']}"]
-    focus = [*bare, *weights(f["model"], f["loss"], f["quality"])]
+    def finetuned(self) -> list[str]:
+        """The study.codecs and study.labels overrides of the finetuned checkpoints (stage 2)."""
+        checkpoints = [str(self.out / f"finetune-{r}" / "checkpoints" / "last.ckpt") for r in self.recipes]
+        labels = ",".join(f"finetuned_{r}" for r in self.recipes)
+        return [f"study.codecs=[{','.join(checkpoints)}]", f"study.labels=[{labels}]"]
 
-    def run(job_id: str) -> str:
-        return f"hydra.run.dir={out / job_id}"
 
-    for model in cfg["models"]:
-        for loss in cfg["losses"]:
-            for q in model_qualities(cfg, model):
+def attack(plan: Plan) -> None:
+    """The headline attack on every model, loss and quality."""
+    for model in plan.cfg["models"]:
+        for loss in plan.cfg["losses"]:
+            for q in model_qualities(plan.cfg, model):
                 jid = f"attack-{model}-{loss}-q{q}"
-                argv = [
-                    *evaluate,
-                    f"model={model}",
-                    f"model.quality={q}",
-                    f"loss={loss}",
-                    *weights(model, loss, q),
-                    *budget,
-                    *common,
-                    "save_images=false",
-                    run(jid),
-                ]
-                jobs.append(Job(jid, 1, "attack", argv, "metrics.json", model, per_image["attack"] * n))
-    jid = "noise-focus"
-    jobs.append(
-        Job(
-            jid,
-            1,
-            "noise",
-            [*evaluate, *focus, "attack=noise", f"attack.eps={cfg['eps']}", *common, run(jid)],
-            "metrics.json",
-            f["model"],
-            per_image["noise"] * n,
-        )
+                argv = [*plan.evaluate, f"model={model}", f"model.quality={q}", f"loss={loss}",
+                        *plan.weights(model, loss, q), *plan.budget, *plan.common, "save_images=false",
+                        plan.run_dir(jid)]  # fmt: skip
+                plan.jobs.append(Job(jid, 1, "attack", argv, "metrics.json", model, plan.per_image["attack"]))
+
+
+def noise(plan: Plan) -> None:
+    argv = [*plan.evaluate, *plan.focus, "attack=noise", f"attack.eps={plan.cfg['eps']}", *plan.common]
+    plan.add(
+        "noise-focus",
+        1,
+        "noise",
+        [*argv, plan.run_dir("noise-focus")],
+        "metrics.json",
+        plan.per_image["noise"],
     )
-    for name in cfg["ablations"]:
-        if not exists("experiment", name):
-            log(f"paper: experiment={name} is not in this tree; its job is skipped")
-            continue
+
+
+def ablation(plan: Plan) -> None:
+    for name in plan.cfg["ablations"]:
         jid = name.replace("_", "-")
-        argv = [*evaluate, "-m", f"experiment={name}", *focus, *common, f"hydra.sweep.dir={out / jid}"]
-        jobs.append(Job(jid, 1, "ablation", argv, "ablation.csv", f["model"], per_image["ablation"] * n))
-    jid = "transfer-image"
-    jobs.append(
-        Job(
+        argv = [
+            *plan.evaluate,
+            "-m",
+            f"experiment={name}",
+            *plan.focus,
+            *plan.common,
+            f"hydra.sweep.dir={plan.out / jid}",
+        ]
+        plan.add(jid, 1, "ablation", argv, "ablation.csv", plan.per_image["ablation"])
+
+
+def transfer_image(plan: Plan) -> None:
+    argv = [
+        *plan.evaluate,
+        "study=transfer",
+        *plan.focus,
+        *plan.single,
+        *plan.common,
+        plan.run_dir("transfer-image"),
+    ]
+    plan.add("transfer-image", 1, "transfer", argv, "study.json", plan.per_image["transfer"])
+
+
+def defense(plan: Plan) -> None:
+    """Each defense against the headline attack; latent_range needs the ranges fitted in stage 1."""
+    for name in plan.cfg["defenses"]:
+        extra, stage = [], 1
+        if name == "latent_range":
+            if plan.zoo_file is None:
+                plan.log(
+                    "paper: defense=latent_range needs a checkpoint file to fit its ranges (pretrained=true); skipped"
+                )
+                continue
+            extra = [
+                f"defense.ranges={plan.out / 'fit-latent-range' / 'ranges.pt'}",
+                f"model.checkpoint={plan.zoo_file}",
+            ]
+            stage = 2
+        jid = f"defense-{name}"
+        argv = [
+            *plan.evaluate,
+            *plan.focus,
+            f"defense={name}",
+            *extra,
+            *plan.budget,
+            *plan.common,
+            plan.run_dir(jid),
+        ]
+        plan.add(jid, stage, "defense", argv, "metrics.json", plan.per_image["defense"])
+
+
+def fit_latent_range(plan: Plan) -> None:
+    if "latent_range" in plan.cfg["defenses"] and plan.zoo_file is not None:
+        ranges = plan.out / "fit-latent-range" / "ranges.pt"
+        argv = [
+            *CLI,
+            "fit-latent-range",
+            "--checkpoint",
+            str(plan.zoo_file),
+            "--out",
+            str(ranges),
+            *plan.focus,
+            *plan.common,
+        ]
+        plan.add("fit-latent-range", 1, "fit", argv, "ranges.pt", 2 * images(plan.cfg))
+
+
+def finetune(plan: Plan) -> None:
+    """Each finetuning recipe (stage 1), then its codec under the headline attack (stage 2)."""
+    estimate = plan.cfg["estimate"]
+    for recipe, overrides in plan.recipes.items():
+        jid = f"finetune-{recipe}"
+        argv = [*plan.train, *plan.focus, *overrides, *plan.train_common, plan.run_dir(jid)]
+        plan.add(
             jid,
             1,
-            "transfer",
-            [*evaluate, "study=transfer", *focus, *single, *common, run(jid)],
-            "study.json",
-            f["model"],
-            per_image["transfer"] * n,
+            "finetune",
+            argv,
+            "train_metrics.json",
+            estimate["train_steps"] * estimate["passes_per_train_step"] * 300 / 2,
         )
-    )
-    zoo_file = focus_weights(cfg)
-    for name in cfg["defenses"]:
-        if name == "latent_range" and exists("defense", name) and zoo_file is None:
-            log(
-                "paper: defense=latent_range needs a checkpoint file to fit its ranges (pretrained=true); skipped"
-            )
-            continue
-        if not exists("defense", name):
-            log(f"paper: defense={name} is not in this tree; its job is skipped")
-            continue
-        jid = f"defense-{name}"
-        extra, stage = [], 1
-        if name == "latent_range":  # needs the fitted ranges (job fit-latent-range, stage 1)
-            extra, stage = (
-                [f"defense.ranges={out / 'fit-latent-range' / 'ranges.pt'}", f"model.checkpoint={zoo_file}"],
-                2,
-            )
-        jobs.append(
-            Job(
-                jid,
-                stage,
-                "defense",
-                [*evaluate, *focus, f"defense={name}", *extra, *budget, *common, run(jid)],
-                "metrics.json",
-                f["model"],
-                per_image["defense"] * n,
-            )
-        )
-    if "latent_range" in cfg["defenses"] and exists("defense", "latent_range") and zoo_file is not None:
-        jid = "fit-latent-range"
-        jobs.append(
-            Job(
-                jid,
-                1,
-                "fit",
-                [
-                    *CLI,
-                    "fit-latent-range",
-                    "--checkpoint",
-                    str(zoo_file),
-                    "--out",
-                    str(out / jid / "ranges.pt"),
-                    *focus,
-                    *common,
-                ],
-                "ranges.pt",
-                f["model"],
-                2 * n,
-            )
-        )
-    steps = cfg["estimate"]["train_steps"] * cfg["estimate"]["passes_per_train_step"]
-    recipes = {"paper": ["attack=auto", f"attack.eps={cfg['eps']}"]}
-    if exists("experiment", "finetune_cheap"):
-        recipes["cheap"] = ["experiment=finetune_cheap"]
-    for recipe, overrides in recipes.items():
-        jid = f"finetune-{recipe}"
-        jobs.append(
-            Job(
-                jid,
-                1,
-                "finetune",
-                [*train, *focus, *overrides, *train_common, run(jid)],
-                "train_metrics.json",
-                f["model"],
-                steps * 300 / 2,
-            )
-        )
-        ckpt = out / jid / "checkpoints" / "last.ckpt"
         eid = f"evaluate-finetuned-{recipe}"
-        jobs.append(
-            Job(
-                eid,
-                2,
-                "evaluate",
-                [*evaluate, *bare, f"model.checkpoint={ckpt}", *budget, *common, run(eid)],
-                "metrics.json",
-                f["model"],
-                per_image["evaluate"] * n,
-            )
-        )
-    finetuned = [str(out / f"finetune-{r}" / "checkpoints" / "last.ckpt") for r in recipes]
-    labels = ",".join(f"finetuned_{r}" for r in recipes)
-    jid = "transfer-model"
-    jobs.append(
-        Job(
-            jid,
-            2,
-            "transfer",
-            [
-                *evaluate,
-                "study=transfer",
-                *focus,
-                *single,
-                "study.cross_image=false",
-                f"study.codecs=[{','.join(finetuned)}]",
-                f"study.labels=[{labels}]",
-                *common,
-                run(jid),
-            ],
-            "study.json",
-            f["model"],
-            per_image["transfer"] * n,
-        )
+        checkpoint = plan.out / jid / "checkpoints" / "last.ckpt"
+        argv = [
+            *plan.evaluate,
+            *plan.bare,
+            f"model.checkpoint={checkpoint}",
+            *plan.budget,
+            *plan.common,
+            plan.run_dir(eid),
+        ]
+        plan.add(eid, 2, "evaluate", argv, "metrics.json", plan.per_image["evaluate"])
+
+
+def transfer_model(plan: Plan) -> None:
+    argv = [*plan.evaluate, "study=transfer", *plan.focus, *plan.single, "study.cross_image=false",
+            *plan.finetuned(), *plan.common, plan.run_dir("transfer-model")]  # fmt: skip
+    plan.add("transfer-model", 2, "transfer", argv, "study.json", plan.per_image["transfer"])
+
+
+def recompression(plan: Plan) -> None:
+    generations = plan.cfg["generations"]
+    argv = [*plan.evaluate, "study=recompression", *plan.focus, f"study.generations={generations}",
+            *plan.finetuned(), *plan.common, plan.run_dir("recompression")]  # fmt: skip
+    plan.add(
+        "recompression",
+        2,
+        "recompression",
+        argv,
+        "study.json",
+        plan.per_image["recompression"] * generations / 50,
     )
-    jid = "recompression"
-    jobs.append(
-        Job(
-            jid,
-            2,
-            "recompression",
-            [
-                *evaluate,
-                "study=recompression",
-                *focus,
-                f"study.generations={cfg['generations']}",
-                f"study.codecs=[{','.join(finetuned)}]",
-                f"study.labels=[{labels}]",
-                *common,
-                run(jid),
-            ],
-            "study.json",
-            f["model"],
-            per_image["recompression"] * n * cfg["generations"] / 50,
-        )
-    )
-    jobs.append(Job("report", 3, "report", [], "report.md"))
+
+
+def report(plan: Plan) -> None:
+    plan.jobs.append(Job("report", 3, "report", [], "report.md"))
+
+
+# The paper's jobs, in the order they are listed (and run within a stage).
+STAGES = (attack, noise, ablation, transfer_image, defense, fit_latent_range, finetune, transfer_model,
+          recompression, report)  # fmt: skip
+
+
+def check_names(cfg: dict) -> None:
+    """The attack, experiments and defenses the paper config names exist in conf/ (ConfigError naming the key)."""
+    named = [("headline_attack", "attack", cfg["headline_attack"])]
+    named += [("ablations", "experiment", name) for name in cfg["ablations"]]
+    named += [("defenses", "defense", name) for name in cfg["defenses"]]
+    for key, group, name in named:
+        if not exists(group, name):
+            raise ConfigError(f"{key}: {name!r} is not a conf/{group} config")
+
+
+def build_jobs(cfg, log=print) -> list[Job]:
+    """Every job of the paper (only those of `kinds` when set)."""
+    check_names(cfg)
+    plan = Plan(cfg, log)
+    for stage in STAGES:
+        stage(plan)
     kinds = cfg.get("kinds")
-    return [j for j in jobs if not kinds or j.kind in kinds]
+    return [j for j in plan.jobs if not kinds or j.kind in kinds]
 
 
 TRAINING_KINDS = ("standin", "finetune")
@@ -332,7 +332,9 @@ def image_manifest(cfg) -> dict:
         checkpoint = job_dir(cfg, job.id) / "checkpoints" / "last.ckpt"
         recorded = checkpoint_fingerprints(checkpoint) if job.kind in TRAINING_KINDS else None
         if recorded:
-            trained[job.id] = {digest: name for split in SPLITS for digest, name in recorded.get(split, {}).items()}
+            trained[job.id] = {
+                digest: name for split in SPLITS for digest, name in recorded.get(split, {}).items()
+            }
     seen = {digest for images in trained.values() for digest in images}
     return {
         "evaluated": sorted(evaluated.values()),
@@ -498,19 +500,17 @@ def comparison_markdown(cfg) -> str:
         f"Ours: {f['model']} quality {f['quality']} ({f['loss']}), attack.eps={cfg['eps']} (rms), data={cfg['dataset']}, "
         f"pretrained={cfg['pretrained']}. The paper states neither budget nor quality: assumed as ours.",
         "",
-        "| row | paper PSNR | paper MS-SSIM | our PSNR | our MS-SSIM |",
-        "|---|---|---|---|---|",
     ]
+    table = []
     for name, row in paper["rows"].items():
         mine = ours.get(name, {})
         cells = [
             f"{v:.2f}" if k == "psnr" and v is not None else f"{v:.4f}" if v is not None else "not run"
             for k, v in (("psnr", mine.get("psnr")), ("ms_ssim", mine.get("ms_ssim")))
         ]
-        lines.append(
-            f"| {row['label']} | {row['psnr']:.2f} | {row['ms_ssim']:.4f} | {cells[0]} | {cells[1]} |"
-        )
-    return "\n".join(lines) + "\n"
+        table.append([row["label"], f"{row['psnr']:.2f}", f"{row['ms_ssim']:.4f}", *cells])
+    columns = ["row", "paper PSNR", "paper MS-SSIM", "our PSNR", "our MS-SSIM"]
+    return "\n".join(lines) + "\n" + markdown_table(columns, table)
 
 
 def write_paper_report(cfg) -> Path:

@@ -217,3 +217,8 @@ class RunDirLock(_HydraCallback):
     def on_multirun_end(self, config, **kwargs) -> None:
         if getattr(self, "sweep_dir", None) is not None:
             release(self.sweep_dir)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job directories of a Hydra multirun (0, 1, ..., 9, 10, ...), in job-number order."""
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))

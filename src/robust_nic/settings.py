@@ -63,6 +63,8 @@ def typed(cls, group: str, values: Mapping | None):
     a null keeps null where the type allows it and takes the default otherwise; unknown keys and values of
     the wrong type are refused naming `group.key` (ranges: the dataclass's __post_init__)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{group}={values!r} is not a valid setting: {group} has keys {', '.join(fields)}")
     values = dict(values or {})
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -347,15 +349,15 @@ class PaperSettings:
     losses: list[str] = field(default_factory=lambda: ["mse", "ms_ssim"])
     eps: float = 0.01  # attack.eps (attack.norm=rms: MSE 1e-4)
     headline_attack: str = (
-        "worst_case"  # headline attack; chen2023 when conf/attack/worst_case.yaml is absent
+        "worst_case"  # headline attack (a conf/attack name)
     )
     focus: PaperFocus = field(default_factory=PaperFocus)
     ablations: list[str] = field(
         default_factory=lambda: list(PAPER_ABLATIONS)
-    )  # conf/experiment names (skipped if absent)
+    )  # conf/experiment names
     defenses: list[str] = field(
         default_factory=lambda: list(PAPER_DEFENSES)
-    )  # conf/defense names (skipped if absent)
+    )  # conf/defense names
     generations: int = 50  # recompression generations
     pretrained: bool = True  # false: random stand-ins (offline test)
     dataset: str = "kodak"  # data=... of every job: the evaluated images

@@ -12,6 +12,8 @@ from omegaconf import DictConfig
 
 from robust_nic.evaluation import metric_keys
 from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps, write_rows_csv
+from robust_nic.rows import markdown_table
+from robust_nic.run_dir import job_dirs
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,11 @@ def job_results(job_dir: Path) -> dict | None:
 
 
 def summarize_sweep(sweep_dir: Path) -> list[dict]:
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
-    rows = [row for row in map(job_results, jobs) if row]
+    rows = [row for row in map(job_results, job_dirs(sweep_dir)) if row]
     if not rows:
         return rows
     write_rows_csv(rows, sweep_dir / "summary.csv")
-    (sweep_dir / "summary.md").write_text(markdown_table(rows))
+    (sweep_dir / "summary.md").write_text(summary_markdown(rows))
     delta = metric_keys.key("adv", "delta_psnr")
     eps_rows = [r for r in rows if "attack.eps" in r and delta in r]
     if len(eps_rows) > 1:
@@ -48,14 +49,9 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
+def summary_markdown(rows: list[dict]) -> str:
     """Overrides plus the headline metrics of each job."""
-    keys = ["job", "overrides", *metric_keys.headline_keys(rows[0])]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        cells = [f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(["job", "overrides", *metric_keys.headline_keys(rows[0])], rows, ".4g")
 
 
 class SweepSummary(Callback):
@@ -64,4 +60,4 @@ class SweepSummary(Callback):
         if sweep_dir.is_dir():
             rows = summarize_sweep(sweep_dir)
             if rows:
-                print(f"\nSweep summary ({len(rows)} runs): {sweep_dir / 'summary.md'}\n" + markdown_table(rows))
+                print(f"\nSweep summary ({len(rows)} runs): {sweep_dir / 'summary.md'}\n" + summary_markdown(rows))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from robust_nic.config import write_json
+from robust_nic.rows import column_union
 
 MANIFEST = "study.json"
 
@@ -20,9 +21,7 @@ def write_manifest(
     tables: dict[str, str],
 ) -> Path:
     """`summary`: a few rows for the report's table; `figures`/`tables`: file name -> caption."""
-    columns: list[str] = []
-    for row in summary:
-        columns += [k for k in row if k not in columns]
+    columns = column_union(summary)
     path = run_dir / MANIFEST
     write_json(
         {

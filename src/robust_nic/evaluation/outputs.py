@@ -10,6 +10,7 @@ from pathlib import Path
 from robust_nic.evaluation.metric_keys import BY_NAME
 from robust_nic.images import write_png
 from robust_nic.plotting import plt, save_figure
+from robust_nic.rows import column_union
 
 
 def write_rows_csv(rows: list[dict], path: Path) -> Path:
@@ -17,9 +18,7 @@ def write_rows_csv(rows: list[dict], path: Path) -> Path:
 
     Written to a temporary file, flushed to disk and renamed over `path`: evaluate.py rewrites the file
     after every image, and a run killed at any moment leaves the last complete version."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
+    columns = column_union(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.part")
     with partial.open("w", newline="") as handle:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from robust_nic.attacks import build_attack
 from robust_nic.codecs import export_codec
 from robust_nic.config import write_json
-from robust_nic.data import whole_image_limit
+from robust_nic.data import whole_image_reader
 from robust_nic.defenses import build_defense
 from robust_nic.evaluation import metric_keys
 from robust_nic.evaluation.attacked import attack_and_measure, attack_sources, strongest_of
@@ -113,7 +113,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     budgets = attack_budgets(settings["attack"]) if attack is not None else []
     sources = attack_sources(settings, codec, defense)
     evaluation = Evaluation(settings, codec, defense, attack, budgets, sources, files, run_dir)
-    max_pixels = whole_image_limit(settings["data"])
+    read_test_image = whole_image_reader(settings["data"])
     provenance = {"training_images": inputs.training_images}
 
     names = {path.name for path in files}
@@ -137,7 +137,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
                 read = []
                 for index, path in batch:
                     try:
-                        read.append((index, path, read_image(path, max_pixels)))
+                        read.append((index, path, read_test_image(path)))
                     except ImageError as err:
                         warnings.warn(f"skipping test image {path.name}: {err}", stacklevel=2)
                         skipped.append(path.name)

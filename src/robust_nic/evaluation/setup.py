@@ -17,12 +17,11 @@ from robust_nic.checks import check_evaluation
 from robust_nic.codecs import CodecError
 from robust_nic.coding_device import set_coding_device
 from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings
-from robust_nic.data import split_files, whole_image_limit
+from robust_nic.data import split_files, whole_image_reader
 from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
 from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.resume import check_same_settings
 from robust_nic.fingerprints import training_image_check
-from robust_nic.images import read_image
 from robust_nic.settings import EvalSettings, plain
 
 log = logging.getLogger(__name__)
@@ -100,8 +99,8 @@ def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True, resumable:
     save_settings(settings, run_dir)  # after loading: with the channels the checkpoints really hold
     inputs = EvalInputs(settings, device, codecs, files, training_images=training_images)
     if read_images:
-        max_pixels = whole_image_limit(settings["data"])
-        inputs.images = [(path.name, read_image(path, max_pixels)[None].to(device)) for path in files]
+        read_test_image = whole_image_reader(settings["data"])
+        inputs.images = [(path.name, read_test_image(path)[None].to(device)) for path in files]
     return inputs
 
 

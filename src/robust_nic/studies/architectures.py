@@ -26,6 +26,7 @@ from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.metric_keys import BY_NAME
 from robust_nic.evaluation.outputs import write_rows_csv
 from robust_nic.plotting import plt, save_figure
+from robust_nic.rows import markdown_table
 from robust_nic.studies import STUDIES
 
 log = logging.getLogger(__name__)
@@ -118,14 +119,8 @@ def plot_architectures(rows: list[dict], title: str, path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def markdown_table(rows: list[dict]) -> str:
-    columns = ["variant", "arch", "channels", "train_steps", "clean/bpp", CLEAN_PSNR, "adv/delta_psnr", ADV_PSNR,
-               "source_damage_db", "adv/delta_bpp_pct"]  # fmt: skip
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+TABLE_COLUMNS = ["variant", "arch", "channels", "train_steps", "clean/bpp", CLEAN_PSNR, "adv/delta_psnr", ADV_PSNR,
+                 "source_damage_db", "adv/delta_bpp_pct"]  # fmt: skip
 
 
 @STUDIES.register("architectures", options=ArchitecturesOptions)
@@ -150,7 +145,7 @@ def run_architectures(cfg: DictConfig, run_dir: Path) -> dict:
         write_rows_csv(rows, run_dir / "architectures.csv")  # after every variant: a killed run keeps them
     attack = cfg.attack
     title = f"{attack.name} at eps {attack.eps}, {len(rows)} codecs"
-    (run_dir / "architectures.md").write_text(markdown_table(rows))
+    (run_dir / "architectures.md").write_text(markdown_table(TABLE_COLUMNS, rows, ".3f"))
     plot_architectures(rows, title, run_dir / "architectures.png")
     write_json(metrics, run_dir / "metrics.json")
     figures = {"architectures.png": "Per codec: PSNR vs source clean and attacked, delta_psnr, bpp, bpp change."}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import re
 
+from robust_nic.rows import markdown_table
+
 
 def to_markdown(blocks: list[tuple]) -> str:
     parts = []
@@ -17,17 +19,10 @@ def to_markdown(blocks: list[tuple]) -> str:
         elif kind == "ul":
             parts.append("\n".join(f"- {item}" for item in block[1]))
         elif kind == "table":
-            columns, rows = block[1], block[2]
-            lines = ["| " + " | ".join(_md_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-            parts.append("\n".join(lines))
+            parts.append(markdown_table(block[1], block[2]).rstrip("\n"))
         elif kind == "img":
             parts.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*")
     return "\n\n".join(parts) + "\n"
-
-
-def _md_cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _inline(text: str) -> str:

@@ -18,6 +18,7 @@ from robust_nic.evaluation.metric_keys import (
     run_key,
 )
 from robust_nic.evaluation.report.runs import Run, baseline
+from robust_nic.rows import column_union
 
 
 def fmt(value, digits: int = 2, sign: bool = False) -> str:
@@ -110,9 +111,7 @@ def robustness_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def records_table(records: list[dict], order: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """A study's summary rows (dicts) as a table: the `order` columns, then any others, first seen first."""
-    columns: list[str] = list(order or [])
-    for record in records:
-        columns += [k for k in record if k not in columns]
+    columns = column_union(records, first=order or [])
     digits = lambda key: 3 if "bpp" in key or "ms_ssim" in key else 2  # noqa: E731
     rows = [[_cell(record.get(c), digits(c)) for c in columns] for record in records]
     return columns, rows
