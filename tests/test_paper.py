@@ -204,3 +204,19 @@ def test_the_estimate_prices_batched_evaluation_jobs_with_a_timed_batch(monkeypa
     assert paper.estimate(cfg, jobs, log=lines.append) == 10.0 * 0.5 + (3.0 + 1.0) * 2.0
     assert "0.500 s per image as a batch of 4 (eval.batch_size), 4.00x the speed of one at a time" in lines[-1]
     assert paper.estimate({**cfg, "common": []}, jobs, log=lines.append) == (10.0 + 3.0 + 1.0) * 2.0
+
+
+@pytest.mark.parametrize("dataset", ["kodak", "samples"])
+def test_dataset_settings_equal_the_composed_data_group(dataset):
+    """paper.py reads conf/data/<name>.yaml itself (inside its Hydra app): it must see what a job's `data`
+    group resolves to, the schema's defaults included, not the raw file."""
+    from omegaconf import OmegaConf
+
+    from robust_nic.config import compose_config
+    from robust_nic.paper import dataset_settings
+
+    composed = OmegaConf.to_container(compose_config("evaluate", [f"data={dataset}"]).data, resolve=True)
+    crops = ("patch_size", "batch_size")  # training crops: the model config sets them
+    assert {k: v for k, v in dataset_settings(dataset).items() if k not in crops} == {
+        k: v for k, v in composed.items() if k not in crops
+    }

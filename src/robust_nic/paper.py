@@ -15,6 +15,7 @@ import yaml
 
 from robust_nic.config import CONF_DIR, ConfigError
 from robust_nic.rows import markdown_table
+from robust_nic.settings import DataSettings, plain, typed
 
 CLI = ["-m", "robust_nic"]  # the robust-nic command, from this interpreter
 
@@ -319,14 +320,12 @@ def image_manifest(cfg) -> dict:
     """The images each training job trained and validated on (its checkpoint's fingerprints) beside the
     evaluated images (the test split every evaluation job reads), and their overlap (empty unless a job
     was told eval.allow_training_images=true)."""
-    from omegaconf import OmegaConf
 
     from robust_nic.data import split_files
     from robust_nic.fingerprints import SPLITS, checkpoint_fingerprints, fingerprints
 
-    # Read directly (this runs inside a Hydra app): the dataset's test split, as far as the jobs read it.
-    data = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / f"{cfg['dataset']}.yaml"), resolve=True)
-    evaluated = fingerprints(split_files(data)["test"][: images(cfg)])
+    # The dataset's test split, as far as the jobs read it.
+    evaluated = fingerprints(split_files(dataset_settings(cfg["dataset"]))["test"][: images(cfg)])
     trained: dict[str, dict[str, str]] = {}
     for job in build_jobs(cfg, log=lambda _: None):
         checkpoint = job_dir(cfg, job.id) / "checkpoints" / "last.ckpt"
@@ -380,11 +379,19 @@ def missing_inputs(cfg) -> list[str]:
     return missing
 
 
-def kodak_root() -> str:
-    """conf/data/kodak.yaml's data.root (read directly: this runs inside a Hydra app)."""
+def dataset_settings(name: str) -> dict:
+    """conf/data/<name>.yaml over its schema's defaults, as the jobs' `data` group resolves (read directly:
+    this runs inside a Hydra app, which cannot compose another config)."""
     from omegaconf import OmegaConf
 
-    return str(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "kodak.yaml"), resolve=True)["root"])
+    values = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml"), resolve=True)
+    values.pop("defaults", None)  # the schema it extends: DataSettings' defaults below
+    return plain(typed(DataSettings, "data", values))
+
+
+def kodak_root() -> str:
+    """conf/data/kodak.yaml's data.root."""
+    return str(dataset_settings("kodak")["root"])
 
 
 # Job kinds whose images go through the evaluation runner, eval.batch_size at a time (the studies' own
