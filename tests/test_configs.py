@@ -126,3 +126,16 @@ def test_no_other_config_group_writes_into_another_groups_keys():
         keys = set(yaml.safe_load(text) or {}) - {"defaults"}
         others = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} - {path.parent.name}
         assert not keys & others, f"{path.relative_to(CONF_DIR)} sets {sorted(keys & others)}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "steps", "every"),
+    [
+        (["model=cheng2020"], 2000, 250),  # a codec config's training length is not the trainer default's
+        (["model=tiny", "trainer=ddp_cpu"], 1200, 300),
+        (["model=mbt2018", "trainer.max_steps=7"], 7, 250),  # the command line still wins
+    ],
+)
+def test_codec_configs_set_their_training_length(overrides, steps, every):
+    trainer = compose_config("train", overrides).trainer
+    assert (trainer.max_steps, trainer.val_check_interval) == (steps, every)
