@@ -21,6 +21,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # One thread: tiny convolutions gain little from two, and oversubscribed threads were 20x slower here.
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts with one thread: a job run in-process (cli.run_job) sets all cores, and
+    multi-threaded float sums would make a later test's exact comparisons depend on the tests before it."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
 # Small, fast settings for every test run of the real jobs.
 FAST = [
     "model.channels=[16,24]",
