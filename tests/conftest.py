@@ -24,9 +24,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Every test starts with one thread: a job run in-process (cli.run_job) sets all cores, and
-    multi-threaded float sums would make a later test's exact comparisons depend on the tests before it."""
-    torch.set_num_threads(1)
+    """Back to one thread after every test: a job run in-process (cli.run_job) sets all cores, and
+    multi-threaded float sums would make a later test's exact comparisons depend on the tests before it.
+    (A module fixture that runs a job leaves its own tests on the job's thread count, as the job was.)"""
     yield
     torch.set_num_threads(1)
 
