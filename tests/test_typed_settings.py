@@ -213,7 +213,7 @@ def test_a_refused_setting_leaves_no_run_directory(tmp_path):
             "error: attack.eps=0.5 must be in (0, 0.25] for attack.norm=rms",
         ),
         ("evaluate", "attack=pgd +attack.bogus=1", "error: attack=pgd has no option(s) ['attack.bogus']"),
-        ("evaluate", "study=noise study.mse=oops", "error: study 'noise': bad study.mse='oops'"),
+        ("evaluate", "study=noise study.mse=oops", "error: study.mse='oops' is not a valid setting"),
     ],
 )
 def test_settings_errors_through_the_command_line(tmp_path, app, override, message):

@@ -6,18 +6,16 @@
     def run_noise(cfg, run_dir): ...
 
 Each entry may declare a typed options dataclass: `registry.options(name, cfg)` turns the Hydra group's
-keys into it, converting by the field types and refusing unknown keys and bad values with the config key
-to change (`study.mse`), so a config group's validation derives from one declaration.
+keys into it through settings.typed (the one reader of every settings group), refusing unknown keys and
+bad values with the config key to change (`study.mse`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from robust_nic.settings import ConfigError, convert
+from robust_nic.settings import ConfigError, typed
 
 
 class RegistryError(ConfigError):
@@ -62,37 +60,16 @@ class Registry:
         return self._entries[name]
 
     def options(self, name: str, cfg: Mapping | None, ignore: tuple[str, ...] = ("name",)):
-        """The entry's options dataclass filled from `cfg` (missing keys keep their defaults, None too)."""
+        """The entry's options dataclass filled from `cfg` (missing keys keep their defaults), read by
+        settings.typed like every settings group."""
         entry = self.get(name)
         given = {k: v for k, v in dict(cfg or {}).items() if k not in ignore}
         if entry.options is None:
             if given:
                 raise RegistryError(f"{self.kind} {name!r} takes no options; remove {self._keys(given)}")
             return None
-        return build_options(entry.options, given, f"{self.kind}", f"{self.kind} {name!r}")
+        return typed(entry.options, self.kind, given, owner=f"{self.kind}={name}")
 
     def _keys(self, keys) -> list[str]:
         return [f"{self.kind}.{k}" for k in sorted(keys)]
 
-
-def build_options(cls: type, given: Mapping, prefix: str, owner: str):
-    """`cls(**given)` with every value converted to its field's type; errors name `prefix.KEY`."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(given) - set(fields))
-    if unknown:
-        raise RegistryError(
-            f"{owner} has no option(s) {[f'{prefix}.{k}' for k in unknown]}; its options: {sorted(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in given.items():
-        if value is None:
-            continue  # None = the default
-        try:
-            kwargs[key] = convert(value, hints[key])
-        except (TypeError, ValueError) as err:
-            raise RegistryError(f"{owner}: bad {prefix}.{key}={value!r} ({err})") from err
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise RegistryError(f"{owner}: {err}") from err

@@ -58,18 +58,22 @@ def convert(value, hint):
     return value
 
 
-def typed(cls, group: str, values: Mapping | None):
+def typed(cls, group: str, values: Mapping | None, owner: str | None = None):
     """`values` (a config group) as its settings dataclass: missing keys take the dataclass's defaults,
     a null keeps null where the type allows it and takes the default otherwise; unknown keys and values of
-    the wrong type are refused naming `group.key` (ranges: the dataclass's __post_init__)."""
+    the wrong type are refused naming `group.key` (ranges: the dataclass's __post_init__). `owner` names
+    what the keys belong to in messages (e.g. `attack=pgd`; default: the group). Every settings group and
+    every registry entry's options (robust_nic.registry) are read here."""
+    owner = owner or group
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if values is not None and not isinstance(values, Mapping):
-        raise ConfigError(f"{group}={values!r} is not a valid setting: {group} has keys {', '.join(fields)}")
+        raise ConfigError(f"{group}={values!r} is not a valid setting: {owner} has keys {', '.join(fields)}")
     values = dict(values or {})
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown setting(s) {', '.join(f'{group}.{k}' for k in unknown)}; {group} has {', '.join(fields)}"
+            f"unknown setting(s) {', '.join(f'{group}.{k}' for k in unknown)}; {owner} has "
+            f"{', '.join(fields) or 'no options'}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -85,8 +89,10 @@ def typed(cls, group: str, values: Mapping | None):
             raise ConfigError(f"{group}.{key}={value!r} is not a valid setting ({err})") from err
     try:
         return cls(**kwargs)
-    except TypeError as err:  # a key without default left unset
-        raise ConfigError(f"{group}: {err}") from err
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:  # a key without default left unset, a check's ValueError
+        raise ConfigError(f"{owner}: {err}") from err
 
 
 def allows_none(hint) -> bool:
