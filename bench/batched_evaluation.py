@@ -64,7 +64,8 @@ def evaluation(codec, attack_cfg: dict, count: int, run_dir: Path) -> tuple[Eval
     defense = build_defense(settings["defense"], codec)
     paths = [Path(f"crop{i}.png") for i in range(count)]  # names only: each image's seed comes from it
     budgets = attack_budgets(attack_cfg)
-    work = Evaluation(settings, codec, defense, build_attack(attack_cfg), budgets, {"adv": codec}, paths, run_dir)
+    attacks = {"adv": (build_attack(attack_cfg), codec)}
+    work = Evaluation(settings, codec, defense, attacks, budgets, paths, run_dir)
     return work, paths
 
 

@@ -1,5 +1,6 @@
-"""What lets evaluate.py continue a killed run: every image draws from seeds of (seed, image name) alone,
-the finished images' rows are read back from per_image.csv, and a re-run with other settings is refused.
+"""What lets evaluate.py (and the noise study) continue a killed run: every image draws from seeds of
+(seed, image name) alone, the finished images' rows are read back from the run's rows file (per_image.csv),
+and a re-run with other settings is refused.
 
 The run directory's lock (run_dir.RunDirLock) keeps a second job out while one runs; this module decides
 what a later job into the same directory may do with what the first one left.
@@ -22,7 +23,7 @@ from robust_nic.evaluation.metric_keys import upgrade_names
 
 log = logging.getLogger(__name__)
 
-ROWS = "per_image.csv"
+ROWS = "per_image.csv"  # evaluate.py's rows file
 SETTINGS = "config.yaml"
 # Settings that change neither which images are measured how nor their numbers: a re-run may differ in them
 # (max_images: a larger value continues with the next images of the same sorted list; threads and
@@ -74,9 +75,10 @@ def differing_keys(previous: dict, current: dict, prefix: str = "") -> list[str]
     return keys
 
 
-def check_same_settings(run_dir: Path, settings: dict) -> None:
-    """Refuse to continue an evaluation in `run_dir` with other settings, naming the keys that differ."""
-    rows, saved = Path(run_dir) / ROWS, Path(run_dir) / SETTINGS
+def check_same_settings(run_dir: Path, settings: dict, rows_file: str = ROWS) -> None:
+    """Refuse to continue an evaluation in `run_dir` (whose rows are `rows_file`) with other settings,
+    naming the keys that differ."""
+    rows, saved = Path(run_dir) / rows_file, Path(run_dir) / SETTINGS
     if not rows.is_file() or not saved.is_file():
         return
     previous = yaml.safe_load(saved.read_text()) or {}
@@ -97,11 +99,11 @@ def _at(settings: dict, dotted: str):
     return value
 
 
-def finished_rows(run_dir: Path) -> list[dict]:
-    """The rows per_image.csv holds (each image's rows are written together), values as the run had them.
+def finished_rows(run_dir: Path, rows_file: str = ROWS) -> list[dict]:
+    """The rows `rows_file` holds (each image's rows are written together), values as the run had them.
     Columns of an earlier version's names are read as today's (metric_keys.RENAMED: the same numbers), so a
     continued run writes one consistent file."""
-    path = Path(run_dir) / ROWS
+    path = Path(run_dir) / rows_file
     if not path.is_file():
         return []
     with path.open(newline="") as handle:

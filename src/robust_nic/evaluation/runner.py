@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from robust_nic.evaluation.outputs import (
     save_attack_images,
     write_rows_csv,
 )
-from robust_nic.evaluation.resume import finished_rows, seed_image, seeded_for
+from robust_nic.evaluation.resume import ROWS, finished_rows, seed_image, seeded_for
 from robust_nic.evaluation.setup import eval_settings, prepare
 from robust_nic.evaluation.summary import results_summary
 from robust_nic.images import ImageError, image_size, read_image
@@ -40,17 +40,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Evaluation:
-    """What every test image goes through: the real coding through `defense`, and per budget each attack
-    source's example coded the same way."""
+    """What every test image goes through: the real coding through `defense`, and per budget each kind's
+    attack, crafted on its own source module and coded the same way."""
 
     settings: dict
     codec: torch.nn.Module
     defense: torch.nn.Module
-    attack: object | None
+    attacks: dict[str, tuple[object, torch.nn.Module]]  # kind -> (attack, module it is crafted on); {}: clean only
     budgets: list[float]
-    sources: dict[str, torch.nn.Module]
     files: list[Path]
     run_dir: Path
+    rows_file: str = ROWS  # the per-image rows: rewritten after every batch, read back by a re-run
+    budget_columns: dict[float, dict] = field(default_factory=dict)  # eps -> more columns of its rows
+    save_images: bool = False  # each attacked image, its perturbation and a comparison figure
 
     @property
     def split_damage(self) -> bool:
@@ -65,28 +67,29 @@ class Evaluation:
         scales = ms_ssim_scales(min(x.shape[-2:]))
         bases = [{"image": path.name} | values | {"ms_ssim_scales": scales}
                  for path, values in zip(paths, numbers("clean", clean_metrics(x, clean)), strict=True)]  # fmt: skip
-        if self.attack is None:
+        if not self.attacks:
             return [[base] for base in bases]
         targets = [_attack_target(self.settings, self.files, i, x[k : k + 1]) for k, i in enumerate(indices)]
         target = {"target": torch.cat([t["target"] for t in targets])} if targets[0] else {}
         smooth = smooth_reconstruction(self.codec, x) if self.split_damage else None
         # Each image's own seed: the same draws whatever the order of work or the batch it is in.
-        attack = seeded_for(self.attack, [path.name for path in paths])
+        names = [path.name for path in paths]
+        attacks = {kind: (seeded_for(attack, names), source) for kind, (attack, source) in self.attacks.items()}
         rows: list[list[dict]] = [[] for _ in paths]
         for eps in self.budgets:
             results = {
                 kind: attack_and_measure(attack.with_eps(eps), source, self.defense, x, clean, target)
-                for kind, source in self.sources.items()
+                for kind, (attack, source) in attacks.items()
             }
-            if "adaptive" in results:
+            if "adaptive" in results:  # never weaker than the transferred attack
                 results["adaptive"] = strongest_of(results["adaptive"], results["adv"])
-            batch = [base | {"eps": eps} for base in bases]
+            batch = [base | {"eps": eps} | self.budget_columns.get(eps, {}) for base in bases]
             for kind, (x_adv, attacked, metrics) in results.items():
                 if smooth is not None:
                     metrics["delta_psnr_smooth"] = smooth_delta_psnr(self.codec, x, x_adv, smooth)
                 for k, (row, values) in enumerate(zip(batch, numbers(kind, metrics), strict=True)):
                     row |= values
-                    if self.settings.get("save_images", True) and torch.isfinite(x_adv[k]).all():
+                    if self.save_images and torch.isfinite(x_adv[k]).all():
                         one = slice(k, k + 1)
                         save_attack_images(f"{paths[k].stem}_eps{eps:g}_{kind}", x[one], x_adv[one],
                                            clean.x_hat[one], attacked.x_hat[one], self.run_dir)  # fmt: skip
@@ -98,31 +101,62 @@ class Evaluation:
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     """Evaluate a codec (with an optional defense and attack) on the test images; returns metrics.json.
 
-    Images of one size are attacked and coded eval.batch_size at a time; per_image.csv (rows in file
-    order) is rewritten after every batch, and a re-run continues with the unfinished images. An image
-    that cannot be decoded is skipped with a warning (listed in metrics.json); a run that stops (error, Ctrl-C, non-finite results) leaves its finished rows
-    and a metrics.json marked partial, with the reason."""
-    inputs = prepare(cfg, run_dir, read_images=False, resumable=True)
+    The images go through `measure_images`: batched, resumable, per_image.csv rewritten after every batch."""
+    inputs = prepare(cfg, run_dir, read_images=False, resume_from=ROWS)
     settings, device, codec, files = inputs.settings, inputs.device, inputs.codec, inputs.files
     defense = build_defense(settings.get("defense"), codec).to(device)
-    # A bar over attack steps (inside the bar over images) unless the run says otherwise.
-    attack = build_attack({**settings["attack"], "progress": settings.get("progress", True)})
-    if attack is not None and settings.get("save_images", True):
+    attack = evaluation_attack(settings)
+    save_images = bool(settings.get("save_images", True)) and attack is not None
+    if save_images:
         # Checked before the first attack: a file in the way would otherwise fail after it.
         check_writable(run_dir / "images", run_dir / "figures")
     budgets = attack_budgets(settings["attack"]) if attack is not None else []
-    sources = attack_sources(settings, codec, defense)
-    evaluation = Evaluation(settings, codec, defense, attack, budgets, sources, files, run_dir)
-    read_test_image = whole_image_reader(settings["data"])
-    provenance = {"training_images": inputs.training_images}
+    attacks = {} if attack is None else {
+        kind: (attack, source) for kind, source in attack_sources(settings, codec, defense).items()
+    }  # fmt: skip
+    evaluation = Evaluation(settings, codec, defense, attacks, budgets, files, run_dir, save_images=save_images)
+    rows, metrics = measure_images(evaluation, device, {"training_images": inputs.training_images})
 
+    name = f"{settings['model']['name']}-q{settings['model']['quality']}"
+    clean_means = metric_keys.values(metrics, metric_keys.CLEAN)
+    description = f"robust-nic evaluation of {settings['model']['arch']} ({settings['model']['metric']}), defense={settings.get('defense', {}).get('name', 'none')}"
+    write_json(compressai_results(name, description, clean_means), run_dir / "results_compressai.json")
+    export_codec(codec, run_dir / "codec.pth.tar")
+    if len(budgets) > 1:
+        curves = {
+            kind: [(eps, metrics[metric_keys.key(kind, "delta_psnr", eps)]) for eps in budgets]
+            for kind in attacks
+        }
+        plot_delta_psnr_vs_eps(curves, run_dir / "delta_psnr_vs_eps.png")
+    log.info("results in %s", run_dir)
+    return metrics
+
+
+def evaluation_attack(settings: dict):
+    """The attack of the `attack` group (None for attack=none), with a bar over its steps (inside the bar
+    over images) unless the run says progress=false."""
+    return build_attack({**settings["attack"], "progress": settings.get("progress", True)})
+
+
+def measure_images(evaluation: Evaluation, device: torch.device, provenance: dict) -> tuple[list[dict], dict]:
+    """Every test image through `evaluation.batch_rows`; returns the rows (in file order) and metrics.json
+    (written, `provenance` added), for evaluate.py and the studies that measure images as it does.
+
+    Images of one size are attacked and coded eval.batch_size at a time; the rows file (per_image.csv)
+    is rewritten after every batch, and a re-run continues with the unfinished images. An image that cannot
+    be decoded is skipped with a warning (listed in metrics.json); a run that stops (error, Ctrl-C,
+    non-finite results) leaves its finished rows and a metrics.json marked partial, with the reason."""
+    settings, files, run_dir = evaluation.settings, evaluation.files, evaluation.run_dir
+    rows_path = run_dir / evaluation.rows_file
+    read_test_image = whole_image_reader(settings["data"])
     names = {path.name for path in files}
-    rows = [row for row in finished_rows(run_dir) if row["image"] in names]  # a killed run's finished images
+    # A killed run's finished images.
+    rows = [row for row in finished_rows(run_dir, evaluation.rows_file) if row["image"] in names]
     done = {row["image"] for row in rows}
     if done:
         following = next((p.name for p in files if p.name not in done), None)
         message = f"continuing the evaluation in {run_dir}: {len(done)} of {len(files)} test images are finished " + (
-            f"(per_image.csv); next {following}" if following else "(per_image.csv); none left to measure")
+            f"({evaluation.rows_file}); next {following}" if following else f"({evaluation.rows_file}); none left to measure")
         log.info("%s", message)
         print(message, flush=True)
     skipped: list[str] = []
@@ -146,7 +180,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
                     for image_rows in evaluation.batch_rows([i for i, _, _ in read], [p for _, p, _ in read], x):
                         rows += image_rows
                     rows.sort(key=lambda row: order[row["image"]])  # stable: an image's rows keep their order
-                    write_rows_csv(rows, run_dir / "per_image.csv")
+                    write_rows_csv(rows, rows_path)
                 bar.update(len(batch))
         if not rows:
             raise ImageError(
@@ -154,30 +188,18 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
             )
         broken = nonfinite_images(rows)
         if broken:
-            raise NonFiniteError(nonfinite_message(broken, len({r["image"] for r in rows}), run_dir))
+            raise NonFiniteError(nonfinite_message(broken, len({r["image"] for r in rows}), rows_path))
     except BaseException as err:
         reason = str(err) if isinstance(err, NonFiniteError) else f"stopped by {type(err).__name__}: {err}"
         finished = [r for r in rows if r["image"] not in nonfinite_images(rows)]
-        write_json(results_summary(finished, budgets, skipped) | provenance
+        write_json(results_summary(finished, evaluation.budgets, skipped) | provenance
                    | {"partial": True, "partial_reason": reason}, run_dir / "metrics.json")  # fmt: skip
         raise
 
-    metrics = results_summary(rows, budgets, skipped) | provenance
+    metrics = results_summary(rows, evaluation.budgets, skipped) | provenance
     warn_capped(rows)
     write_json(metrics, run_dir / "metrics.json")
-    name = f"{settings['model']['name']}-q{settings['model']['quality']}"
-    clean_means = metric_keys.values(metrics, metric_keys.CLEAN)
-    description = f"robust-nic evaluation of {settings['model']['arch']} ({settings['model']['metric']}), defense={settings.get('defense', {}).get('name', 'none')}"
-    write_json(compressai_results(name, description, clean_means), run_dir / "results_compressai.json")
-    export_codec(codec, run_dir / "codec.pth.tar")
-    if len(budgets) > 1:
-        curves = {
-            kind: [(eps, metrics[metric_keys.key(kind, "delta_psnr", eps)]) for eps in budgets]
-            for kind in sources
-        }
-        plot_delta_psnr_vs_eps(curves, run_dir / "delta_psnr_vs_eps.png")
-    log.info("results in %s", run_dir)
-    return metrics
+    return rows, metrics
 
 
 def numbers(kind: str, metrics: dict[str, torch.Tensor]) -> list[dict[str, float]]:
@@ -242,11 +264,11 @@ def nonfinite_images(rows: list[dict]) -> dict[str, str]:
     return {image: "; ".join(stages) for image, stages in broken.items()}
 
 
-def nonfinite_message(broken: dict[str, str], images: int, run_dir: Path) -> str:
+def nonfinite_message(broken: dict[str, str], images: int, rows_path: Path) -> str:
     where = "; ".join(f"{image}: {stages}" for image, stages in broken.items())
     return (
         f"non-finite results (NaN/inf) for {len(broken)} of {images} images, not reported as numbers: {where}. "
-        f"The other images' rows are in {run_dir / 'per_image.csv'} and metrics.json is marked partial. "
+        f"The other images' rows are in {rows_path} and metrics.json is marked partial. "
         "A NaN decode on a GPU can be an entropy-coder desync (re-run with device=cpu); else check the codec's weights."
     )
 

@@ -81,10 +81,13 @@ def checked_settings(cfg: DictConfig) -> dict:
     return settings
 
 
-def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True, resumable: bool = False) -> EvalInputs:
+def prepare(
+    cfg: DictConfig, run_dir: Path, read_images: bool = True, resume_from: str | None = None
+) -> EvalInputs:
     """Resolve and save the config, seed, list the test images, load the codecs (model.* then study.codecs)
     and, with `read_images`, read every test image (the runner reads them one by one instead, skipping
-    unreadable ones). `resumable`: an evaluation run_dir already holds must have the same settings."""
+    unreadable ones). `resume_from`: the rows file (per_image.csv) a re-run continues from; an evaluation
+    run_dir already holds must have the same settings."""
     settings = checked_settings(cfg)
     L.seed_everything(int(settings.get("seed", 0)), verbose=False)
     device = pick_device(settings.get("device"))
@@ -94,8 +97,8 @@ def prepare(cfg: DictConfig, run_dir: Path, read_images: bool = True, resumable:
         settings["model"], checkpoint_paths(settings), files, bool(eval_settings(settings)["allow_training_images"])
     )
     codecs = load_codecs(settings, device)
-    if resumable:
-        check_same_settings(run_dir, settings)
+    if resume_from:
+        check_same_settings(run_dir, settings, resume_from)
     save_settings(settings, run_dir)  # after loading: with the channels the checkpoints really hold
     inputs = EvalInputs(settings, device, codecs, files, training_images=training_images)
     if read_images:

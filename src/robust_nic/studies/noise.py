@@ -11,21 +11,21 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
-from robust_nic.config import ConfigError, write_json
-from robust_nic.defenses import Defense, build_defense
-from robust_nic.evaluation.attacked import attack_and_measure, attack_sources, strongest_of
+from robust_nic.config import ConfigError
+from robust_nic.defenses import build_defense
+from robust_nic.evaluation.attacked import attack_sources
 from robust_nic.evaluation.manifest import write_manifest
-from robust_nic.evaluation.measure import clean_metrics
+from robust_nic.evaluation.metric_keys import run_key
 from robust_nic.evaluation.outputs import mean_of, plot_delta_psnr_vs_eps, write_rows_csv
+from robust_nic.evaluation.runner import Evaluation, evaluation_attack, measure_images
 from robust_nic.evaluation.setup import prepare, required_attack
-from robust_nic.evaluation.summary import summarize_rows
 from robust_nic.studies import STUDIES
 
 log = logging.getLogger(__name__)
 
+ROWS = "noise_per_image.csv"  # one row per image and budget: evaluate's row layout plus `mse`
 DEFAULT_MSE = (1e-5, 1e-4, 1e-3, 1e-2)
 TABLE_METRICS = ("psnr_in", "psnr_out", "delta_psnr", "psnr", "delta_bpp_pct")
 EXPLANATION = (
@@ -35,36 +35,6 @@ EXPLANATION = (
     "perturbation: codecs barely amplify random noise, so the gap between the curves is what the attack's "
     "optimisation adds. Budgets are plotted as eps = sqrt(MSE)."
 )
-
-
-def noise_vs_attack(
-    images: list[tuple[str, torch.Tensor]],
-    attacks: dict[str, tuple],
-    coder: Defense,
-    mse_levels: list[float],
-) -> list[dict]:
-    """One row per image and budget, in evaluate's row layout (`clean/*`, `eps`, `<kind>/*`).
-
-    `attacks`: kind -> (attack, module it is crafted on), e.g. {"noise": (noise, codec), "adv": (pgd, codec)};
-    every x* is coded by `coder` and compared with the clean coding of the same image.
-    """
-    rows = []
-    for name, x in images:
-        clean = coder.code(x)
-        base = {"image": name} | {f"clean/{k}": float(v[0]) for k, v in clean_metrics(x, clean).items()}
-        for mse in mse_levels:
-            eps = math.sqrt(mse)
-            row = base | {"eps": eps, "mse": mse}
-            results = {
-                kind: attack_and_measure(attack.with_eps(eps), source, coder, x, clean)
-                for kind, (attack, source) in attacks.items()
-            }
-            if "adaptive" in results and "adv" in results:  # never weaker than the transferred attack
-                results["adaptive"] = strongest_of(results["adaptive"], results["adv"])
-            for kind, (_, _, metrics) in results.items():
-                row |= {f"{kind}/{k}": float(v[0]) for k, v in metrics.items()}
-            rows.append(row)
-    return rows
 
 
 def budget_table(rows: list[dict], kinds: list[str]) -> list[dict]:
@@ -89,8 +59,11 @@ class NoiseOptions:
 
 @STUDIES.register("noise", options=NoiseOptions)
 def run_noise(cfg: DictConfig, run_dir: Path) -> dict:
-    """`python evaluate.py study=noise attack=pgd ... [study.mse=[1e-5,1e-4]]`: table, figure, JSONs."""
-    inputs = prepare(cfg, run_dir)
+    """`python evaluate.py study=noise attack=pgd ... [study.mse=[1e-5,1e-4]]`: table, figure, JSONs.
+
+    The images go through the evaluation runner's loop (`measure_images`: per-image seeds, batches,
+    resume), with the noise as one more kind of row beside the attack's."""
+    inputs = prepare(cfg, run_dir, read_images=False, resume_from=ROWS)
     settings = inputs.settings
     attack = required_attack(settings, "noise")
     if attack.budget.norm != "rms":
@@ -100,17 +73,20 @@ def run_noise(cfg: DictConfig, run_dir: Path) -> dict:
             "study=noise compares noise with an attack: choose attack=pgd, chen2023, ifgsm or mifgsm"
         )
     mse_levels = STUDIES.options("noise", inputs.study).mse
-    codec = inputs.codecs[inputs.main_label]
+    codec = inputs.codec
     coder = build_defense(inputs.defense_cfg, codec).to(inputs.device)
+    attack = evaluation_attack(settings)
     noise = dataclasses.replace(attack, name="noise")  # same budget, seed and L-inf box
     attacks = {"noise": (noise, codec)} | {
         kind: (attack, source) for kind, source in attack_sources(settings, codec, coder).items()
     }
-    log.info("noise study: %s on %d images at MSE %s", list(attacks), len(inputs.images), mse_levels)
-    rows = noise_vs_attack(inputs.images, attacks, coder, mse_levels)
+    budgets = {math.sqrt(mse): {"mse": mse} for mse in mse_levels}  # eps -> its row's mse column
+    log.info("noise study: %s on %d images at MSE %s", list(attacks), len(inputs.files), mse_levels)
+    evaluation = Evaluation(settings, codec, coder, attacks, list(budgets), inputs.files, run_dir,
+                            rows_file=ROWS, budget_columns=budgets)  # fmt: skip
+    rows, metrics = measure_images(evaluation, inputs.device, {"training_images": inputs.training_images})
     table = budget_table(rows, list(attacks))
 
-    write_rows_csv(rows, run_dir / "noise_per_image.csv")
     write_rows_csv(table, run_dir / "noise.csv")
     curve_names = {
         "noise": "random Gaussian noise",
@@ -119,13 +95,12 @@ def run_noise(cfg: DictConfig, run_dir: Path) -> dict:
     }
     curves = {curve_names[k]: [(r["eps"], r[f"{k}/delta_psnr"]) for r in table] for k in attacks}
     plot_delta_psnr_vs_eps(curves, run_dir / "noise_vs_attack.png")
-    metrics = summarize_rows(rows, [r["eps"] for r in table])
-    write_json(metrics, run_dir / "metrics.json")
     summary = [
         {"mse": r["mse"], "eps": r["eps"]} | {f"{k}/delta_psnr": r[f"{k}/delta_psnr"] for k in attacks}
         for r in table
     ]
-    title = f"Random noise vs {attack.name} attack at the same budgets ({len(inputs.images)} images)"
+    images = int(metrics[run_key("images")])
+    title = f"Random noise vs {attack.name} attack at the same budgets ({images} images)"
     write_manifest(
         run_dir,
         "noise",
@@ -133,7 +108,7 @@ def run_noise(cfg: DictConfig, run_dir: Path) -> dict:
         EXPLANATION,
         summary,
         {"noise_vs_attack.png": "delta_psnr against the budget eps = sqrt(MSE): random noise vs the attack."},
-        {"noise.csv": "mean over images per budget", "noise_per_image.csv": "per image and budget"},
+        {"noise.csv": "mean over images per budget", ROWS: "per image and budget"},
     )
     log.info("noise study results in %s", run_dir)
     return metrics
