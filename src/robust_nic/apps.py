@@ -57,9 +57,9 @@ def train_app(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # The overrides go into the "to continue, run: ..." message of an interrupted run.
     overrides = list(hydra_cfg.overrides.task)
-    results = run_job(lambda: train(cfg, run_dir, overrides=overrides), run_dir, cfg.get("threads"))
+    results = run_job(lambda: train(cfg, run_dir, overrides=overrides), run_dir, cfg.threads)
     # The value Hydra sweepers (Optuna) minimise.
-    return results.get(cfg.get("optimized_metric") or "", None) if results else None
+    return results.get(cfg.optimized_metric or "", None) if results else None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="evaluate")
@@ -69,18 +69,18 @@ def evaluate_app(cfg: DictConfig) -> None:
     from robust_nic.studies import run_study
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    job = (lambda: run_study(cfg, run_dir)) if cfg.get("study", {}).get("name", "none") != "none" else (lambda: evaluate(cfg, run_dir))
-    run_job(job, run_dir, cfg.get("threads"))
+    job = (lambda: run_study(cfg, run_dir)) if cfg.study.name != "none" else (lambda: evaluate(cfg, run_dir))
+    run_job(job, run_dir, cfg.threads)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="paper")
 def paper_app(cfg: DictConfig) -> None:
     from robust_nic import paper
     from robust_nic.cli import one_line_errors
-    from robust_nic.settings import PaperSettings, plain, typed
+    from robust_nic.settings import PaperSettings, typed
 
     with one_line_errors(logged=False):  # a paper setting, or a name conf/ lacks: before any work
-        settings = plain(typed(PaperSettings, "paper", OmegaConf.to_container(cfg, resolve=True)))
+        settings = typed(PaperSettings, "paper", OmegaConf.to_container(cfg, resolve=True))
         jobs = paper.build_jobs(settings, log=lambda _: None)
     if cfg.job is not None:  # one job of a stage's multirun
         job = next((j for j in jobs if j.id == cfg.job), None)
@@ -92,7 +92,8 @@ def paper_app(cfg: DictConfig) -> None:
     drive(settings, paper)
 
 
-def drive(settings: dict, paper) -> None:
+def drive(settings, paper) -> None:
+    """Run every unfinished job of the paper (`settings`: PaperSettings), stage by stage, then the report."""
     from hydra.core.hydra_config import HydraConfig
 
     jobs = paper.build_jobs(settings)
@@ -104,16 +105,16 @@ def drive(settings: dict, paper) -> None:
         "paper: missing: "
         + ("nothing" if not missing else f"{len(missing)} inputs\n  " + "\n  ".join(missing))
     )
-    if problem and not settings["dry_run"]:
+    if problem and not settings.dry_run:
         sys.exit(f"paper: error: {problem}")
-    if settings["estimate"]["probe"]:
+    if settings.estimate.probe:
         seconds = paper.estimate(settings, todo, log=print)
         print(
             f"paper: estimated duration {paper.duration_text(seconds)} on this machine, one job at a time "
             "(timed forward+backward pass per model x the passes per job in conf/paper.yaml estimate.*)",
             flush=True,
         )
-    if settings["dry_run"]:
+    if settings.dry_run:
         return
     user = [o for o in HydraConfig.get().overrides.task if not o.startswith(("job=", "stage="))]
     failed = []
@@ -126,6 +127,6 @@ def drive(settings: dict, paper) -> None:
         if code != 0:
             failed.append(stage)
     left = [j.id for j in jobs if not paper.finished(settings, j) and j.kind != "report"]
-    print(f"paper: report {settings['out']}/report/report.md; unfinished: {', '.join(left) or 'none'}")
+    print(f"paper: report {settings.out}/report/report.md; unfinished: {', '.join(left) or 'none'}")
     if left:
         sys.exit(1)

@@ -14,11 +14,11 @@ from tqdm import tqdm
 
 from robust_nic.attacks import build_attack
 from robust_nic.codecs import export_codec
-from robust_nic.config import write_json
+from robust_nic.config import run_settings, write_json
 from robust_nic.data import whole_image_reader
 from robust_nic.defenses import build_defense
 from robust_nic.evaluation import metric_keys
-from robust_nic.evaluation.attacked import attack_and_measure, attack_sources, strongest_of
+from robust_nic.evaluation.attacked import attack_and_measure, attack_sources, defense_name, strongest_of
 from robust_nic.evaluation.measure import PSNR_CAP, NonFiniteError, clean_metrics, smooth_delta_psnr
 from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.outputs import (
@@ -34,6 +34,7 @@ from robust_nic.images import ImageError, image_size, read_image
 from robust_nic.metrics import ms_ssim_scales
 from robust_nic.reconstruction import smooth_reconstruction
 from robust_nic.run_dir import check_writable
+from robust_nic.settings import group_settings
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,13 @@ class Evaluation:
     run_dir: Path
 
     @property
+    def save_images(self) -> bool:
+        return run_settings(self.settings).save_images
+
+    @property
     def split_damage(self) -> bool:
         # Undefended runs also split the damage into the transforms' share and the rounding flips'.
-        return (self.settings.get("defense") or {}).get("name", "none") == "none"
+        return defense_name(self.settings) == "none"
 
     def batch_rows(self, indices: list[int], paths: list[Path], x: torch.Tensor) -> list[list[dict]]:
         """Per image of the batch x (images of one size, files[indices]), its rows: one per budget (one in
@@ -86,7 +91,7 @@ class Evaluation:
                     metrics["delta_psnr_smooth"] = smooth_delta_psnr(self.codec, x, x_adv, smooth)
                 for k, (row, values) in enumerate(zip(batch, numbers(kind, metrics), strict=True)):
                     row |= values
-                    if self.settings.get("save_images", True) and torch.isfinite(x_adv[k]).all():
+                    if self.save_images and torch.isfinite(x_adv[k]).all():
                         one = slice(k, k + 1)
                         save_attack_images(f"{paths[k].stem}_eps{eps:g}_{kind}", x[one], x_adv[one],
                                            clean.x_hat[one], attacked.x_hat[one], self.run_dir)  # fmt: skip
@@ -105,15 +110,16 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     inputs = prepare(cfg, run_dir, read_images=False, resumable=True)
     settings, device, codec, files = inputs.settings, inputs.device, inputs.codec, inputs.files
     defense = build_defense(settings.get("defense"), codec).to(device)
+    run = run_settings(settings)
     # A bar over attack steps (inside the bar over images) unless the run says otherwise.
-    attack = build_attack({**settings["attack"], "progress": settings.get("progress", True)})
-    if attack is not None and settings.get("save_images", True):
+    attack = build_attack({**settings["attack"], "progress": run.progress})
+    if attack is not None and run.save_images:
         # Checked before the first attack: a file in the way would otherwise fail after it.
         check_writable(run_dir / "images", run_dir / "figures")
     budgets = attack_budgets(settings["attack"]) if attack is not None else []
     sources = attack_sources(settings, codec, defense)
     evaluation = Evaluation(settings, codec, defense, attack, budgets, sources, files, run_dir)
-    read_test_image = whole_image_reader(settings["data"])
+    read_test_image = whole_image_reader(group_settings(settings, "data"))
     provenance = {"training_images": inputs.training_images}
 
     names = {path.name for path in files}
@@ -126,14 +132,13 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("%s", message)
         print(message, flush=True)
     skipped: list[str] = []
-    seed = int(settings.get("seed", 0))
     order = {path.name: index for index, path in enumerate(files)}
     pending = [(index, path) for index, path in enumerate(files) if path.name not in done]
     try:
         with tqdm(total=len(files), initial=len(files) - len(pending), desc="images", unit="img") as bar:
-            for batch in size_batches(pending, eval_settings(settings)["batch_size"]):
+            for batch in size_batches(pending, eval_settings(settings).batch_size):
                 # Nothing built in draws from torch's global generators (attacks seed their own, per image).
-                seed_image(seed, batch[0][1].name)
+                seed_image(run.seed, batch[0][1].name)
                 read = []
                 for index, path in batch:
                     try:
@@ -167,7 +172,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     write_json(metrics, run_dir / "metrics.json")
     name = f"{settings['model']['name']}-q{settings['model']['quality']}"
     clean_means = metric_keys.values(metrics, metric_keys.CLEAN)
-    description = f"robust-nic evaluation of {settings['model']['arch']} ({settings['model']['metric']}), defense={settings.get('defense', {}).get('name', 'none')}"
+    description = f"robust-nic evaluation of {settings['model']['arch']} ({settings['model']['metric']}), defense={defense_name(settings)}"
     write_json(compressai_results(name, description, clean_means), run_dir / "results_compressai.json")
     export_codec(codec, run_dir / "codec.pth.tar")
     if len(budgets) > 1:
