@@ -1,6 +1,7 @@
 """The Hydra apps behind `robust-nic train|evaluate|paper` (and the checkout's train.py, evaluate.py and
 paper.py, thin doors to these): the same overrides everywhere, the configs from inside the package."""
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,9 @@ def checked_settings(app: str, cfg: DictConfig) -> dict:
 
 class CheckSettings(Callback):
     """Hydra callback: the settings are checked before Hydra creates the run directory (Hydra makes it
-    before the job starts), so a refused setting leaves no empty run directory behind. A sweep's jobs
-    differ in their settings: each checks its own when it starts."""
+    before the job starts), so a refused setting leaves no empty run directory behind. A multirun of
+    Hydra's basic sweeper checks every job's settings before the first job starts (a refused job would
+    otherwise stop the sweep after the jobs before it ran); other sweepers' jobs check theirs at start."""
 
     def __init__(self, app: str):
         self.app = app
@@ -41,11 +43,49 @@ class CheckSettings(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from robust_nic.cli import one_line_errors
 
-        task = config.copy()
-        with open_dict(task):
-            del task["hydra"]
         with one_line_errors(logged=False):
-            checked_settings(self.app, task)
+            checked_settings(self.app, without_hydra(config))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra import compose
+
+        from robust_nic.cli import one_line_errors
+
+        jobs = sweep_jobs(config)
+        for number, overrides in enumerate(jobs):
+            with one_line_errors(logged=False), job_named(number, len(jobs), overrides):
+                checked_settings(self.app, without_hydra(compose(config_name=self.app, overrides=overrides)))
+
+
+def without_hydra(config: DictConfig) -> DictConfig:
+    task = config.copy()
+    with open_dict(task):
+        task.pop("hydra", None)
+    return task
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides of a basic-sweeper multirun (the config's hydra.sweeper.params, then the command
+    line), as Hydra's BasicSweeper splits them; none for another sweeper (e.g. Optuna's search spaces)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return []
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+@contextlib.contextmanager
+def job_named(number: int, count: int, overrides: list[str]):
+    """A settings error of one job of a sweep says which job (before any job ran)."""
+    from robust_nic.settings import ConfigError
+
+    try:
+        yield
+    except ConfigError as err:
+        raise type(err)(f"sweep job {number} of {count} ({' '.join(overrides)}): {err}") from err
 
 
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="train")
