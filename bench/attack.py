@@ -25,10 +25,11 @@ from robust_nic.attacks import build_attack  # noqa: E402
 from robust_nic.codecs import load_codec_checkpoint  # noqa: E402
 from robust_nic.coding import code  # noqa: E402
 from robust_nic.config import compose_config  # noqa: E402
-from robust_nic.data import SAMPLE_HELDOUT, sample_photos  # noqa: E402
+from robust_nic.data import sample_photos  # noqa: E402
 from robust_nic.evaluation.attacked import attack_and_measure  # noqa: E402
 from robust_nic.images import read_image  # noqa: E402
 from robust_nic.reconstruction import Surrogate  # noqa: E402
+from robust_nic.settings import SAMPLE_HELDOUT  # noqa: E402
 
 
 def attack_cfg(name: str, **overrides) -> dict:

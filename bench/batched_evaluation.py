@@ -26,11 +26,12 @@ import torch
 
 from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.codecs import build_codec
-from robust_nic.data import SAMPLE_HELDOUT, SAMPLE_TRAIN, sample_photos
+from robust_nic.data import sample_photos
 from robust_nic.defenses import build_defense
 from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.runner import Evaluation
 from robust_nic.images import read_image
+from robust_nic.settings import SAMPLE_HELDOUT, SAMPLE_TRAIN
 
 SIZES = {"256x256": (256, 256), "768x512": (512, 768)}  # width x height: (H, W)
 

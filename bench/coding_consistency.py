@@ -26,9 +26,10 @@ import torch
 
 from robust_nic.codecs import build_codec, load_codec_checkpoint
 from robust_nic.coding import CodingMismatchError, code
-from robust_nic.data import SAMPLE_HELDOUT, sample_photos
+from robust_nic.data import sample_photos
 from robust_nic.images import read_image
 from robust_nic.metrics import psnr
+from robust_nic.settings import SAMPLE_HELDOUT
 
 
 def consistency(codec, x: torch.Tensor, repeats: int, deterministic: bool) -> dict:

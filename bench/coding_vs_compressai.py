@@ -45,9 +45,10 @@ import torch
 
 from robust_nic.codecs import build_codec, export_codec, load_codec_checkpoint
 from robust_nic.coding import code
-from robust_nic.data import SAMPLE_HELDOUT, sample_photos
+from robust_nic.data import sample_photos
 from robust_nic.evaluation.measure import clean_metrics
 from robust_nic.images import read_image
+from robust_nic.settings import SAMPLE_HELDOUT
 
 TARGET = 1.05
 

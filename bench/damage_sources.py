@@ -29,6 +29,7 @@ from robust_nic.data import split_files
 from robust_nic.images import read_image
 from robust_nic.metrics import psnr_from_mse
 from robust_nic.reconstruction import rounded_reconstruction, smooth_reconstruction
+from robust_nic.settings import DataSettings
 
 ROUNDS_LATENTS_DIRECTLY = ("bmshj2018-factorized", "bmshj2018-hyperprior")
 
@@ -55,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = load_codec_checkpoint(args.arch, args.checkpoint).eval()
-    photos = split_files({"name": "samples"})["test"][: args.max_images]
+    photos = split_files(DataSettings(name="samples"))["test"][: args.max_images]
     print(f"{args.checkpoint}: chen2023 x{args.steps} (skip proxy), {args.crop}x{args.crop} crops, {args.threads} thread(s)")
     print(f"{'photo':>12} {'attack':>9} {'eps':>6} {'PSNR_in':>8} {'real dPSNR':>10} {'smooth dPSNR':>12} {'flips %':>8} {'mean |dy|':>9}")
     for path in photos:

@@ -12,10 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 from robust_nic.codecs import load_codec_checkpoint  # noqa: E402
 from robust_nic.coding import code, forward_padded  # noqa: E402
 from robust_nic.config import compose_config  # noqa: E402
-from robust_nic.data import SAMPLE_HELDOUT, sample_photos  # noqa: E402
+from robust_nic.data import sample_photos  # noqa: E402
 from robust_nic.evaluation.runner import evaluate  # noqa: E402
 from robust_nic.images import read_image  # noqa: E402
 from robust_nic.metrics import psnr  # noqa: E402
+from robust_nic.settings import SAMPLE_HELDOUT  # noqa: E402
 from robust_nic.training import train  # noqa: E402
 
 base, work, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])

@@ -19,6 +19,7 @@ from robust_nic.codecs import load_codec_checkpoint
 from robust_nic.data import split_files
 from robust_nic.images import read_image
 from robust_nic.reconstruction import rounded_reconstruction
+from robust_nic.settings import DataSettings
 
 CANDIDATES = {
     "noise": {"name": "noise"},
@@ -36,7 +37,7 @@ CANDIDATES = {
 def training_crops(count_per_photo: int, size: int = 64) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     crops = []
-    for path in split_files({"name": "samples"})["train"]:
+    for path in split_files(DataSettings(name="samples"))["train"]:
         image = read_image(path)
         for _ in range(count_per_photo):
             top = int(torch.randint(0, image.shape[1] - size, (1,), generator=generator))

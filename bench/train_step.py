@@ -31,6 +31,7 @@ from robust_nic.config import codec_from_settings, compose_config, resolve  # no
 from robust_nic.data import ImageDataModule  # noqa: E402
 from robust_nic.losses import RateDistortionLoss  # noqa: E402
 from robust_nic.module import split_parameters  # noqa: E402
+from robust_nic.settings import group_settings  # noqa: E402
 from robust_nic.training import train  # noqa: E402
 
 TARGET = 1.10
@@ -66,7 +67,7 @@ def ours(model: str, batches: int, work: Path) -> tuple[list[float], list[float]
 def plain(model: str, batches: int) -> tuple[list[float], list[float]]:
     """CompressAI's examples/train.py step on the same codec config and batches."""
     settings = resolve(compose_config("train", overrides(model, batches)))
-    codec = codec_from_settings(settings["model"]).train()
+    codec = codec_from_settings(settings).train()
     groups, aux_params = split_parameters(codec, settings["optim"]["entropy_lr_mult"])
     lr = float(settings["optim"]["lr"])
     for group in groups:
@@ -75,7 +76,7 @@ def plain(model: str, batches: int) -> tuple[list[float], list[float]]:
     aux_optimizer = torch.optim.Adam(aux_params, lr=float(settings["optim"]["aux_lr"]))
     network = [p for group in groups for p in group["params"]]
     loss_fn = RateDistortionLoss(settings["loss"]["metric"], settings["loss"]["lmbda"])
-    data = ImageDataModule(settings["data"])
+    data = ImageDataModule(group_settings(settings, "data"))
     data.setup("fit")
     seconds, starts = [], []
     for index, x in enumerate(data.train_dataloader()):

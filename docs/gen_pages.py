@@ -115,6 +115,14 @@ def type_name(hint) -> str:
 
 def field_comments(cls: type) -> dict[str, str]:
     """A dataclass's field comments (`name: type = default  # comment`, and comment lines just above)."""
+    comments = {}
+    for base in reversed(cls.__mro__):  # inherited fields' comments too (RunSettings' seed, threads)
+        if dataclasses.is_dataclass(base):
+            comments |= own_field_comments(base)
+    return comments
+
+
+def own_field_comments(cls: type) -> dict[str, str]:
     comments, pending = {}, []
     for line in inspect.getsource(cls).splitlines():
         stripped = line.strip()
@@ -129,6 +137,8 @@ def field_comments(cls: type) -> dict[str, str]:
 
 
 def options_table(options: type | None, prefix: str, meanings: dict[str, str] | None = None) -> list[str]:
+    from robust_nic.settings import dotted, plain
+
     if options is None:
         return ["No options of its own."]
     hints = typing.get_type_hints(options)
@@ -138,10 +148,11 @@ def options_table(options: type | None, prefix: str, meanings: dict[str, str] | 
             default = field.default
         elif field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
+            default = plain(default) if dataclasses.is_dataclass(default) else default
         else:
             default = "(required)"
         meaning = f" {prose(meanings.get(field.name, ''))} |" if meanings else ""
-        out.append(f"| `{prefix}.{field.name}` | `{cell(type_name(hints.get(field.name)))}` | `{cell(default)}` |{meaning}")
+        out.append(f"| `{dotted(prefix, field.name)}` | `{cell(type_name(hints.get(field.name)))}` | `{cell(default)}` |{meaning}")
     return out
 
 
@@ -171,15 +182,19 @@ def configuration() -> str:
         if not path.exists():
             continue
         header, rows = yaml_keys(path)
-        out += [f"### `{name}.yaml`", "", header, ""] + keys_table(rows) + [""]
+        out += [f"### `{name}.yaml`", "", header, ""] + (keys_table(rows) if rows else []) + [""]
+        if name != "paper":
+            out += [f"Its top-level keys: *top level of `{name}.yaml`* under the typed settings below.", ""]
     out += ["## Typed settings of the config groups", "",
             "Each of these groups' keys, types and defaults are one dataclass of `robust_nic.settings` (stored "
             "in Hydra's ConfigStore as `schema/GROUP`, which the group's YAML files extend: they set only what "
             "differs). A key it does not declare, a value of another type or out of range is refused before any "
             "work, naming the key (exit status 2); `null` takes the default unless the type allows null.", ""]
     for group, cls in SCHEMAS.items():
-        out += [f"### `{group}`: `{cls.__name__}`", "", prose(" ".join((cls.__doc__ or "").split())), ""]
-        out += options_table(cls, group, field_comments(cls)) + [""]
+        top = group.endswith("_run")  # the top level of train.yaml / evaluate.yaml: keys without a group
+        title = f"top level of `{group.removesuffix('_run')}.yaml`" if top else f"`{group}`"
+        out += [f"### {title}: `{cls.__name__}`", "", prose(" ".join((cls.__doc__ or "").split())), ""]
+        out += options_table(cls, "" if top else group, field_comments(cls)) + [""]
     out += ["## Config groups", "", "Choose one option of a group with `GROUP=OPTION` (e.g. `attack=pgd`); set one key "
             "with `GROUP.KEY=VALUE`. Files marked *global* set keys anywhere in the config (their keys are "
             "shown in full).", ""]

@@ -33,7 +33,7 @@ def test_every_zoo_config_composes_and_builds(name):
     settings = resolve(cfg)
     assert settings["model"]["arch"] == arch
     assert settings["optim"]["lr"] == 1e-4  # from scratch
-    codec = codec_from_settings(settings["model"])
+    codec = codec_from_settings(settings)
     out = codec(torch.rand(1, 3, 64, 64))
     assert out["x_hat"].shape == (1, 3, 64, 64)
 

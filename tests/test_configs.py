@@ -1,6 +1,7 @@
 """Every option of every config group, and every pair of options of different groups, either passes the
 settings checks or is refused with a one-line message, before any codec, data or directory is built (in the
-spirit of lightning-hydra-template's tests/test_configs.py)."""
+spirit of lightning-hydra-template's tests/test_configs.py); and every job `robust-nic paper` plans (each sweep
+job of its multiruns) passes them."""
 
 from __future__ import annotations
 
@@ -139,3 +140,43 @@ def test_no_other_config_group_writes_into_another_groups_keys():
 def test_codec_configs_set_their_training_length(overrides, steps, every):
     trainer = compose_config("train", overrides).trainer
     assert (trainer.max_steps, trainer.val_check_interval) == (steps, every)
+
+
+@pytest.mark.parametrize(
+    "paper_overrides",
+    [
+        {"train_root": "/data/train", "qualities": [3]},  # the paper on Kodak with a training folder
+        {"pretrained": False, "dataset": "samples", "models": ["tiny"], "focus": {"model": "tiny", "loss": "mse"}},
+    ],
+)
+def test_every_job_the_paper_plans_passes_the_checks(paper_overrides):
+    """paper.py's jobs run in stages over hours: a job refused at its start after earlier stages finished
+    would waste them, so each planned command's overrides pass the checks of its app now."""
+    from robust_nic import paper
+    from robust_nic.settings import PaperSettings, typed
+
+    jobs = paper.build_jobs(typed(PaperSettings, "paper", paper_overrides), log=lambda _: None)
+    checked = 0
+    for job in jobs:
+        if not job.argv:
+            continue  # the report: no settings of its own
+        app, args = job.argv[2], job.argv[3:]
+        if app == "fit-latent-range":  # --checkpoint FILE --out FILE, then evaluate overrides
+            flags = dict(zip(args[:4:2], args[1:4:2], strict=True))
+            app, args = "evaluate", [f"model.checkpoint={flags['--checkpoint']}", *args[4:]]
+        overrides = [a for a in args if not a.startswith("hydra.") and a != "-m"]
+        for sweep_job in sweep_jobs(app, overrides) if "-m" in args else [overrides]:
+            assert passes_or_is_refused(app, sweep_job) is None, f"{job.id}: {sweep_job}"
+        checked += 1
+    assert checked == len(jobs) - 1
+
+
+def sweep_jobs(app: str, overrides: list[str]) -> list[list[str]]:
+    """The jobs of a multirun whose sweep is its config's hydra.sweeper.params (an ablation experiment; one
+    job without)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        params = compose(config_name=app, overrides=overrides, return_hydra_config=True).hydra.sweeper.params
+    choices = [[f"{key}={value}" for value in str(values).split(",")] for key, values in (params or {}).items()]
+    return [[*overrides, *combination] for combination in itertools.product(*choices)]

@@ -12,8 +12,10 @@ import torch
 from conftest import compose_config, photo
 from PIL import Image
 
+from robust_nic.config import resolve
 from robust_nic.data import ImageDataModule, download_kodak, split_files, whole_image_reader
 from robust_nic.images import ImageError, read_image
+from robust_nic.settings import DataSettings, group_settings
 from robust_nic.training import train
 
 
@@ -61,7 +63,7 @@ def test_folder_skips_unreadable_files_and_searches_recursively(photo_dir, tmp_p
     (photo_dir / "sub" / "garbage.jpg").write_bytes(b"not a jpeg")
     try:
         with pytest.warns(UserWarning, match="garbage.jpg"):
-            files = split_files({"name": "folder", "root": str(photo_dir), "val_fraction": 0.25})
+            files = split_files(DataSettings(name="folder", root=str(photo_dir), val_fraction=0.25))
     finally:
         (photo_dir / "sub" / "garbage.jpg").unlink()
     names = {p.name for p in files["train"] + files["val"]}
@@ -71,12 +73,12 @@ def test_folder_skips_unreadable_files_and_searches_recursively(photo_dir, tmp_p
 
 def test_empty_or_unusable_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ImageError, match="no png/jpg"):
-        split_files({"name": "folder", "root": str(tmp_path)})
+        split_files(DataSettings(name="folder", root=str(tmp_path)))
     (tmp_path / "bad.png").write_bytes(b"nothing")
     with pytest.warns(UserWarning), pytest.raises(ImageError, match="none usable"):
-        split_files({"name": "folder", "root": str(tmp_path)})
+        split_files(DataSettings(name="folder", root=str(tmp_path)))
     with pytest.raises(ImageError, match="does not exist"):
-        split_files({"name": "folder", "root": str(tmp_path / "missing")})
+        split_files(DataSettings(name="folder", root=str(tmp_path / "missing")))
 
 
 def test_kodak_offline_explains_what_to_do(monkeypatch, tmp_path):
@@ -95,7 +97,7 @@ def test_kodak_uses_files_already_present(monkeypatch, tmp_path):
     monkeypatch.setattr(urllib.request, "urlretrieve", fail)
     for index in range(1, 25):
         Image.fromarray(photo("coffee.png")[:64, :96]).save(tmp_path / f"kodim{index:02d}.png")
-    assert len(split_files({"name": "kodak", "root": str(tmp_path)})["test"]) == 24
+    assert len(split_files(DataSettings(name="kodak", root=str(tmp_path)))["test"]) == 24
 
 
 def test_training_on_kodak_is_refused_before_any_download(monkeypatch, tmp_path):
@@ -113,21 +115,21 @@ def test_a_training_folder_beside_kodak_keeps_validation_and_test_apart(monkeypa
     monkeypatch.setattr(urllib.request, "urlretrieve", lambda *a, **k: pytest.fail("no download expected"))
     for index in range(1, 25):
         Image.fromarray(photo("coffee.png")[index : index + 64, :96]).save(tmp_path / f"kodim{index:02d}.png")
-    files = split_files({"name": "kodak", "root": str(tmp_path), "train_root": str(photo_dir), "val_fraction": 0.25})
+    files = split_files(DataSettings(name="kodak", root=str(tmp_path), train_root=str(photo_dir), val_fraction=0.25))
     assert len(files["test"]) == 24 and all(p.parent == tmp_path for p in files["test"])
     assert len(files["val"]) == 1 and len(files["train"]) == 3
     assert not set(files["val"]) & set(files["train"]) and all(p.is_relative_to(photo_dir) for p in files["val"])
 
 
 def test_bundled_photos_train_validation_and_test_are_disjoint():
-    files = split_files(compose_config("train", []).data)
+    files = split_files(group_settings(resolve(compose_config("train", [])), "data"))
     names = {split: {p.name for p in paths} for split, paths in files.items()}
     assert names["val"] == {"motorcycle_right.png"} and names["test"] == {"chelsea.png", "coffee.png", "rocket.jpg"}
     assert not (names["train"] & names["val"] or names["train"] & names["test"] or names["val"] & names["test"])
 
 
 def test_datamodule_crops_and_whole_images(photo_dir):
-    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 64, "batch_size": 3})
+    dm = ImageDataModule(DataSettings(name="folder", root=str(photo_dir), patch_size=64, batch_size=3, num_workers=0))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (3, 3, 64, 64)
@@ -136,7 +138,7 @@ def test_datamodule_crops_and_whole_images(photo_dir):
 
 
 def test_patch_size_must_suit_the_codecs(photo_dir):
-    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "patch_size": 48, "batch_size": 2})
+    dm = ImageDataModule(DataSettings(name="folder", root=str(photo_dir), patch_size=48, batch_size=2, num_workers=0))
     with pytest.raises(ImageError, match="multiple of 64"):
         dm.setup("fit")
 
@@ -154,10 +156,9 @@ def test_images_coded_whole_above_max_pixels_stop_the_run_before_any_work(tmp_pa
     folder.mkdir()
     Image.fromarray(photo("coffee.png")).save(folder / "coffee.png")  # 400x600 = 0.24 MP
     Image.fromarray(photo("chelsea.png")[:100, :100]).save(folder / "small.png")
-    cfg = {"name": "folder", "root": str(folder), "max_pixels": 100_000}
     with pytest.raises(ImageError, match=r"coffee.png \(600x400, 0.2 MP\).*data.max_pixels=100000.*GB"):
-        split_files(cfg)
-    files = split_files(cfg | {"max_pixels": 300_000})
+        split_files(DataSettings(name="folder", root=str(folder), max_pixels=100_000))
+    files = split_files(DataSettings(name="folder", root=str(folder), max_pixels=300_000))
     assert {p.name for p in files["test"]} == {"coffee.png", "small.png"}
     run = subprocess.run(
         [sys.executable, "evaluate.py", "data=folder", f"data.root={folder}", "data.max_pixels=100000",
@@ -173,10 +174,10 @@ def test_images_coded_whole_above_max_pixels_stop_the_run_before_any_work(tmp_pa
 def test_whole_images_are_read_within_the_runs_max_pixels(tmp_path):
     """Evaluation, studies and fit-latent-range read their whole images through one reader of data.*."""
     Image.fromarray(photo("coffee.png")).save(tmp_path / "coffee.png")  # 600x400 = 0.24 MP
-    x = whole_image_reader({"max_pixels": 300_000})(tmp_path / "coffee.png")
+    x = whole_image_reader(DataSettings(name="samples", max_pixels=300_000))(tmp_path / "coffee.png")
     assert x.shape == (3, 400, 600)
     with pytest.raises(ImageError, match="data.max_pixels=100000"):
-        whole_image_reader({"max_pixels": 100_000})(tmp_path / "coffee.png")
+        whole_image_reader(DataSettings(name="samples", max_pixels=100_000))(tmp_path / "coffee.png")
 
 
 def test_training_validation_skips_an_undecodable_image_with_a_warning(tmp_path, photo_dir):
@@ -202,7 +203,7 @@ def test_training_validation_skips_an_undecodable_image_with_a_warning(tmp_path,
     val_rows = [r for r in read_logged_rows(tmp_path / "run") if r.get("val/psnr")]
     assert len(val_rows) == 1 and math.isfinite(float(val_rows[0]["val/psnr"]))  # the two good images
 
-    dm = ImageDataModule({"name": "folder", "root": str(photo_dir), "val_root": str(val), "patch_size": 64})
+    dm = ImageDataModule(DataSettings(name="folder", root=str(photo_dir), val_root=str(val), patch_size=64, num_workers=0))
     dm.setup("validate")
     with pytest.warns(UserWarning, match="broken.jpg"):
         assert len(dm.val_set) == 2

@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from conftest import ROOT, compose_config
 
 from robust_nic.codecs import export_codec
@@ -94,6 +95,12 @@ def test_a_rerun_continues_after_the_finished_images_and_refuses_other_settings(
     old_csv = (tmp_path / "run" / "per_image.csv").read_text()
     assert "adv/delta_ms_ssim_db" in old_csv
     (tmp_path / "run" / "per_image.csv").write_text(old_csv.replace("adv/delta_ms_ssim_db", "adv/ms_ssim_db_delta"))
+    # ... whose config.yaml lacks the keys added since, at their defaults (the behaviour it had).
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    for key in ("train_photos", "val_photos", "heldout_photos"):
+        del saved["data"][key]
+    del saved["eval"], saved["coding"]
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
     capsys.readouterr()
     resumed = evaluate(compose_config("evaluate", args), tmp_path / "run")
     assert "2 of 4 test images are finished (per_image.csv); next " in capsys.readouterr().out

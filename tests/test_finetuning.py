@@ -15,6 +15,7 @@ from conftest import FAST, ROOT, compose_config
 from robust_nic.attacks import build_attack
 from robust_nic.config import ConfigError, resolve
 from robust_nic.module import CodecModule
+from robust_nic.settings import DataSettings
 from robust_nic.training import train
 
 
@@ -174,7 +175,7 @@ def first_val_image_8bit(photo_dir):
 
     from robust_nic.data import split_files
 
-    path = split_files({"name": "folder", "root": str(photo_dir)})["val"][0]
+    path = split_files(DataSettings(name="folder", root=str(photo_dir)))["val"][0]
     return np.asarray(Image.open(path).convert("RGB"))
 
 

@@ -12,6 +12,7 @@ from robust_nic.codecs import export_codec
 from robust_nic.coding import code, pad
 from robust_nic.defenses import DefenseError, build_defense
 from robust_nic.evaluation.runner import evaluate
+from robust_nic.settings import DataSettings
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_fitted_ranges_are_the_training_latents_extremes(small_codec, ranges, ph
     from robust_nic.images import read_image
 
     fitted = torch.load(ranges, weights_only=True)
-    train = split_files(compose_config("evaluate", ["data=folder", f"data.root={photo_dir}"]).data)["train"]
+    train = split_files(DataSettings(name="folder", root=str(photo_dir)))["train"]
     with torch.no_grad():
         ys = [small_codec.g_a(pad(read_image(p)[None])[0]) for p in train]
     low = torch.stack([y.amin(dim=(0, 2, 3)) for y in ys]).amin(0)

@@ -1,5 +1,6 @@
 """paper.py: the paper's experiments as staged, resumable Hydra jobs, offline with stand-in codecs."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from robust_nic import paper
+from robust_nic.settings import PaperEstimate, PaperSettings, plain, typed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -48,7 +50,7 @@ def offline_jobs(out: Path, *overrides: str) -> list:
     from robust_nic.config import compose_config
 
     cfg = compose_config("paper", [*TINY, f"out={out}", *overrides])
-    return paper.build_jobs(OmegaConf.to_container(cfg, resolve=True), log=lambda _: None)
+    return paper.build_jobs(typed(PaperSettings, "paper", OmegaConf.to_container(cfg, resolve=True)), log=lambda _: None)
 
 
 def test_the_offline_job_list(tmp_path):
@@ -155,7 +157,7 @@ def test_finetuning_without_a_training_set_stops_before_anything_runs(tmp_path):
 
 
 def test_a_partial_metrics_file_is_not_finished(tmp_path):
-    settings = {"out": str(tmp_path)}
+    settings = PaperSettings(out=str(tmp_path))
     job = paper.Job("attack-x", 1, "attack", [], "metrics.json")
     results = tmp_path / "jobs" / "attack-x" / "metrics.json"
     results.parent.mkdir(parents=True)
@@ -196,14 +198,14 @@ def test_the_estimate_prices_batched_evaluation_jobs_with_a_timed_batch(monkeypa
     and the studies keep the one-image cost."""
     timed = {1: 2.0, 4: 0.5}  # seconds per image of one pass, as probed at each batch size
     monkeypatch.setattr(paper, "probe_seconds", lambda cfg, model, batch=1: timed[batch])
-    cfg = {"common": ["max_images=2", "eval.batch_size=4"], "estimate": {"probe_size": [64, 64]}}
+    cfg = PaperSettings(common=["max_images=2", "eval.batch_size=4"], estimate=PaperEstimate(probe_size=[64, 64]))
     jobs = [paper.Job("attack-x", 1, "attack", [], "metrics.json", "tiny", 10.0),
             paper.Job("finetune-x", 1, "finetune", [], "metrics.json", "tiny", 3.0),
             paper.Job("transfer-x", 1, "transfer", [], "study.json", "tiny", 1.0)]  # fmt: skip
     lines = []
     assert paper.estimate(cfg, jobs, log=lines.append) == 10.0 * 0.5 + (3.0 + 1.0) * 2.0
     assert "0.500 s per image as a batch of 4 (eval.batch_size), 4.00x the speed of one at a time" in lines[-1]
-    assert paper.estimate({**cfg, "common": []}, jobs, log=lines.append) == (10.0 + 3.0 + 1.0) * 2.0
+    assert paper.estimate(dataclasses.replace(cfg, common=[]), jobs, log=lines.append) == (10.0 + 3.0 + 1.0) * 2.0
 
 
 @pytest.mark.parametrize("dataset", ["kodak", "samples"])
@@ -217,6 +219,6 @@ def test_dataset_settings_equal_the_composed_data_group(dataset):
 
     composed = OmegaConf.to_container(compose_config("evaluate", [f"data={dataset}"]).data, resolve=True)
     crops = ("patch_size", "batch_size")  # training crops: the model config sets them
-    assert {k: v for k, v in dataset_settings(dataset).items() if k not in crops} == {
+    assert {k: v for k, v in plain(dataset_settings(dataset)).items() if k not in crops} == {
         k: v for k, v in composed.items() if k not in crops
     }

@@ -27,3 +27,17 @@ def test_multirun_jobs_in_job_number_order(tmp_path):
         (tmp_path / name).mkdir()
     (tmp_path / "multirun.yaml").write_text("")
     assert [p.name for p in job_dirs(tmp_path)] == ["0", "1", "2", "10", "11"]
+
+
+def test_reports_list_a_multiruns_jobs_in_job_number_order(tmp_path):
+    """find_runs reads a sweep's runs as the sweep numbered them: job 2 before job 10."""
+    import json
+
+    from robust_nic.evaluation.report.runs import find_runs
+
+    for name in ["10", "2", "1"]:
+        run = tmp_path / "sweep" / name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("model: {name: tiny, arch: tiny, quality: 3}\nattack: {name: none}\n")
+        (run / "metrics.json").write_text(json.dumps({"clean/bpp": 1.0, "clean/psnr": 30.0}))
+    assert [run.path.name for run in find_runs([tmp_path / "sweep"])] == ["1", "2", "10"]

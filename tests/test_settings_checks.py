@@ -59,6 +59,6 @@ def test_checkpoint_channels_are_recorded_in_the_settings(tmp_path):
     torch.save(other.state_dict(), path)
     settings = resolve(compose_config("evaluate", [f"model.checkpoint={path}"]))
     assert settings["model"]["channels"] == [64, 96]
-    codec = codec_from_settings(settings["model"])
+    codec = codec_from_settings(settings)
     assert settings["model"]["channels"] == [16, 24]
     assert codec.g_a[0].out_channels == 16

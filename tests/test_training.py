@@ -16,6 +16,7 @@ from robust_nic.codecs import load_codec_checkpoint
 from robust_nic.coding import code
 from robust_nic.data import split_files
 from robust_nic.images import read_image
+from robust_nic.settings import DataSettings
 from robust_nic.trackers import read_logged_rows
 from robust_nic.training import train
 
@@ -55,7 +56,7 @@ def test_resume_continues_step_count_and_checkpoint_keeps_bpp(tmp_path, photo_di
     # A checkpoint saved after update() (validation) reloads to the same bitstream.
     from robust_nic.module import CodecModule  # noqa: F401  (Lightning path also used by resume above)
 
-    x = read_image(split_files({"name": "folder", "root": str(photo_dir)})["test"][0])[None]
+    x = read_image(split_files(DataSettings(name="folder", root=str(photo_dir)))["test"][0])[None]
     codec = load_codec_checkpoint("bmshj2018-hyperprior", resumed / "checkpoints" / "last.ckpt")
     again = load_codec_checkpoint("bmshj2018-hyperprior", resumed / "checkpoints" / "last.ckpt")
     assert torch.equal(code(codec, x).bpp, code(again, x).bpp)
@@ -164,7 +165,7 @@ def test_two_process_cpu_ddp_finetunes(tmp_path, photo_dir):
 def test_crop_batches_depend_only_on_seed_rank_and_batch_index(photo_dir):
     from robust_nic.data import CropBatches, ImageFiles
 
-    images = ImageFiles(split_files({"name": "folder", "root": str(photo_dir)})["train"])
+    images = ImageFiles(split_files(DataSettings(name="folder", root=str(photo_dir)))["train"])
 
     def batches(seed=0, rank=0, first=0, count=3):
         stream = iter(CropBatches(images, 64, 4, seed=seed, rank=rank, first_batch=first))
@@ -187,7 +188,7 @@ def test_loader_workers_keep_the_batch_order(photo_dir):
 
     from robust_nic.data import CropBatches, ImageFiles
 
-    images = ImageFiles(split_files({"name": "folder", "root": str(photo_dir)})["train"])
+    images = ImageFiles(split_files(DataSettings(name="folder", root=str(photo_dir)))["train"])
     dataset = CropBatches(images, 64, 2, seed=3, first_batch=5)
     loader = iter(DataLoader(dataset, batch_size=None, num_workers=2))
     got = [next(loader) for _ in range(4)]

@@ -13,14 +13,18 @@ from pathlib import Path
 import pytest
 
 from robust_nic.config import compose_config, resolve
+from robust_nic.data import split_files
 from robust_nic.settings import (
     AttackSettings,
     ConfigError,
     DataSettings,
     EvalSettings,
+    EvaluateRunSettings,
     LossSettings,
     ModelSettings,
     PaperSettings,
+    TrainRunSettings,
+    group_settings,
     plain,
     typed,
 )
@@ -221,3 +225,56 @@ def test_settings_errors_through_the_command_line(tmp_path, app, override, messa
     assert done.returncode == 2, done.stderr
     assert len(error_lines(done)) == 1 and error_lines(done)[0].startswith(message), done.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("app", "overrides", "message"),
+    [
+        ("evaluate", ["max_images=0"], "max_images=0 must be in [1, inf] (or null for every test image)"),
+        ("evaluate", ["seed=1.5"], "seed=1.5 is not a valid setting (expected a whole number"),
+        ("evaluate", ["save_images=maybe"], "save_images='maybe' is not a valid setting (expected true or false"),
+        ("evaluate", ["coding.device=gpu"], "coding.device=gpu is unknown; choose auto | cpu | same"),
+        ("train", ["threads=0"], "threads=0 must be in [1, inf]"),
+        ("train", ["checkpoint.every_minutes=-1"], "checkpoint.every_minutes=-1.0 must be in [0, inf] (0: every batch)"),
+    ],
+)
+def test_top_level_keys_are_typed(app, overrides, message):
+    with pytest.raises(ConfigError) as refused:
+        resolve(compose_config(app, overrides))
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize(("app", "cls"), [("train", TrainRunSettings), ("evaluate", EvaluateRunSettings)])
+def test_top_level_defaults_live_only_in_their_dataclass(app, cls):
+    """The YAML sets none of its top-level keys: what a run gets is the dataclass's defaults."""
+    from omegaconf import OmegaConf
+
+    composed = OmegaConf.to_container(compose_config(app, []), resolve=True)
+    assert {f.name: composed[f.name] for f in dataclasses.fields(cls)} == plain(cls())
+    text = (ROOT / "src" / "robust_nic" / "conf" / f"{app}.yaml").read_text()
+    assert not [f.name for f in dataclasses.fields(cls) if f"\n{f.name}:" in text]
+
+
+def test_data_components_take_the_typed_group(photo_dir):
+    """data=folder's split from DataSettings: its defaults (val_fraction 0.1, at least one image) apply."""
+    settings = resolve(compose_config("evaluate", ["data=folder", f"data.root={photo_dir}"]))
+    files = split_files(group_settings(settings, "data"))
+    assert len(files["val"]) == 1 and len(files["train"]) == len(files["test"]) - 1
+    with pytest.raises(ConfigError, match="data=folder needs data.root=DIR"):
+        DataSettings(name="folder")
+
+
+def test_a_sweep_checks_every_jobs_settings_before_the_first_job(tmp_path):
+    """A multirun whose second job is refused stops before its first job runs: the experiment's sweep
+    (5 optimisers) times the command line's (2 budgets) are 10 jobs, job 1 the first with eps 0.5."""
+    done = subprocess.run([sys.executable, "-m", "robust_nic", "evaluate", "-m", "experiment=ablation_optimizer",
+                           "attack.eps=0.01,0.5", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert error_lines(done) == [
+        "error: sweep job 1 of 10 (attack=chen2023 experiment=ablation_optimizer attack.eps=0.5): attack.eps=0.5 "
+        "must be in (0, 0.25] for attack.norm=rms: eps is in [0,1] pixel units (rms 0.01 = the paper's MSE 1e-4, "
+        "40 dB; linf 4/255 = 0.0157); for no attack use attack=none"
+    ]
+    assert not (tmp_path / "sweep").exists()

@@ -1,6 +1,7 @@
 """The Hydra apps behind `robust-nic train|evaluate|paper` (and the checkout's train.py, evaluate.py and
 paper.py, thin doors to these): the same overrides everywhere, the configs from inside the package."""
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,9 @@ def checked_settings(app: str, cfg: DictConfig) -> dict:
 
 class CheckSettings(Callback):
     """Hydra callback: the settings are checked before Hydra creates the run directory (Hydra makes it
-    before the job starts), so a refused setting leaves no empty run directory behind. A sweep's jobs
-    differ in their settings: each checks its own when it starts."""
+    before the job starts), so a refused setting leaves no empty run directory behind. A multirun of
+    Hydra's basic sweeper checks every job's settings before the first job starts (a refused job would
+    otherwise stop the sweep after the jobs before it ran); other sweepers' jobs check theirs at start."""
 
     def __init__(self, app: str):
         self.app = app
@@ -41,11 +43,49 @@ class CheckSettings(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from robust_nic.cli import one_line_errors
 
-        task = config.copy()
-        with open_dict(task):
-            del task["hydra"]
         with one_line_errors(logged=False):
-            checked_settings(self.app, task)
+            checked_settings(self.app, without_hydra(config))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra import compose
+
+        from robust_nic.cli import one_line_errors
+
+        jobs = sweep_jobs(config)
+        for number, overrides in enumerate(jobs):
+            with one_line_errors(logged=False), job_named(number, len(jobs), overrides):
+                checked_settings(self.app, without_hydra(compose(config_name=self.app, overrides=overrides)))
+
+
+def without_hydra(config: DictConfig) -> DictConfig:
+    task = config.copy()
+    with open_dict(task):
+        task.pop("hydra", None)
+    return task
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides of a basic-sweeper multirun (the config's hydra.sweeper.params, then the command
+    line), as Hydra's BasicSweeper splits them; none for another sweeper (e.g. Optuna's search spaces)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return []
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+@contextlib.contextmanager
+def job_named(number: int, count: int, overrides: list[str]):
+    """A settings error of one job of a sweep says which job (before any job ran)."""
+    from robust_nic.settings import ConfigError
+
+    try:
+        yield
+    except ConfigError as err:
+        raise type(err)(f"sweep job {number} of {count} ({' '.join(overrides)}): {err}") from err
 
 
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="train")
@@ -57,9 +97,9 @@ def train_app(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # The overrides go into the "to continue, run: ..." message of an interrupted run.
     overrides = list(hydra_cfg.overrides.task)
-    results = run_job(lambda: train(cfg, run_dir, overrides=overrides), run_dir, cfg.get("threads"))
+    results = run_job(lambda: train(cfg, run_dir, overrides=overrides), run_dir, cfg.threads)
     # The value Hydra sweepers (Optuna) minimise.
-    return results.get(cfg.get("optimized_metric") or "", None) if results else None
+    return results.get(cfg.optimized_metric or "", None) if results else None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="evaluate")
@@ -69,18 +109,18 @@ def evaluate_app(cfg: DictConfig) -> None:
     from robust_nic.studies import run_study
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    job = (lambda: run_study(cfg, run_dir)) if cfg.get("study", {}).get("name", "none") != "none" else (lambda: evaluate(cfg, run_dir))
-    run_job(job, run_dir, cfg.get("threads"))
+    job = (lambda: run_study(cfg, run_dir)) if cfg.study.name != "none" else (lambda: evaluate(cfg, run_dir))
+    run_job(job, run_dir, cfg.threads)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="paper")
 def paper_app(cfg: DictConfig) -> None:
     from robust_nic import paper
     from robust_nic.cli import one_line_errors
-    from robust_nic.settings import PaperSettings, plain, typed
+    from robust_nic.settings import PaperSettings, typed
 
     with one_line_errors(logged=False):  # a paper setting, or a name conf/ lacks: before any work
-        settings = plain(typed(PaperSettings, "paper", OmegaConf.to_container(cfg, resolve=True)))
+        settings = typed(PaperSettings, "paper", OmegaConf.to_container(cfg, resolve=True))
         jobs = paper.build_jobs(settings, log=lambda _: None)
     if cfg.job is not None:  # one job of a stage's multirun
         job = next((j for j in jobs if j.id == cfg.job), None)
@@ -92,7 +132,8 @@ def paper_app(cfg: DictConfig) -> None:
     drive(settings, paper)
 
 
-def drive(settings: dict, paper) -> None:
+def drive(settings, paper) -> None:
+    """Run every unfinished job of the paper (`settings`: PaperSettings), stage by stage, then the report."""
     from hydra.core.hydra_config import HydraConfig
 
     jobs = paper.build_jobs(settings)
@@ -104,16 +145,16 @@ def drive(settings: dict, paper) -> None:
         "paper: missing: "
         + ("nothing" if not missing else f"{len(missing)} inputs\n  " + "\n  ".join(missing))
     )
-    if problem and not settings["dry_run"]:
+    if problem and not settings.dry_run:
         sys.exit(f"paper: error: {problem}")
-    if settings["estimate"]["probe"]:
+    if settings.estimate.probe:
         seconds = paper.estimate(settings, todo, log=print)
         print(
             f"paper: estimated duration {paper.duration_text(seconds)} on this machine, one job at a time "
             "(timed forward+backward pass per model x the passes per job in conf/paper.yaml estimate.*)",
             flush=True,
         )
-    if settings["dry_run"]:
+    if settings.dry_run:
         return
     user = [o for o in HydraConfig.get().overrides.task if not o.startswith(("job=", "stage="))]
     failed = []
@@ -126,6 +167,6 @@ def drive(settings: dict, paper) -> None:
         if code != 0:
             failed.append(stage)
     left = [j.id for j in jobs if not paper.finished(settings, j) and j.kind != "report"]
-    print(f"paper: report {settings['out']}/report/report.md; unfinished: {', '.join(left) or 'none'}")
+    print(f"paper: report {settings.out}/report/report.md; unfinished: {', '.join(left) or 'none'}")
     if left:
         sys.exit(1)

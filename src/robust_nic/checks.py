@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from robust_nic.config import ConfigError
 from robust_nic.metrics import MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ms_ssim_scales
+from robust_nic.settings import group_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def check_evaluation(settings: Mapping) -> None:
 
 def check_batch_size(settings: Mapping, attack: Mapping) -> None:
     """eval.batch_size above 1 needs per-image random draws from every attack (its range: EvalSettings)."""
-    size = (settings.get("eval") or {}).get("batch_size", 1)
+    size = group_settings(settings, "eval").batch_size
     proxies = [attack.get("proxy")] + [{**attack, **m}.get("proxy") for m in (attack.get("members") or {}).values()]
     if size > 1 and "noise" in proxies:
         raise ConfigError(

@@ -109,8 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     fit.add_argument("overrides", nargs="*", help="evaluate overrides: model.checkpoint=CKPT model=... data=...")
     args = parser.parse_args(argv)
     if args.command == "fit-latent-range":
+        from robust_nic.config import compose_config, resolve, run_settings
+
         overrides = [f"model.checkpoint={args.checkpoint}"] * bool(args.checkpoint) + args.overrides
-        path = run_job(lambda: {"ranges": str(fit_latent_ranges(overrides, args.out))})
+        with one_line_errors():
+            settings = resolve(compose_config("evaluate", overrides))
+        threads = run_settings(settings).threads
+        path = run_job(lambda: {"ranges": str(fit_latent_ranges(settings, args.out))}, threads=threads)
         print(f"latent ranges written to {path['ranges']}")
     if args.command == "bdrate":
         print_bd_rate(args.anchor, args.test, args.out)
@@ -125,24 +130,26 @@ def main(argv: list[str] | None = None) -> None:
         print(f"report written to {path}")
 
 
-def fit_latent_ranges(overrides: list[str], out: str | None = None) -> Path:
-    """The codec as evaluate.py loads it, its latent ranges over the training split of `data`, written
-    next to the checkpoint (or to `out`)."""
+def fit_latent_ranges(settings: dict, out: str | None = None) -> Path:
+    """The codec as evaluate.py loads it (resolved evaluate `settings`), its latent ranges over the training
+    split of `data`, written next to the checkpoint (or to `out`)."""
     import torch
 
-    from robust_nic.config import ConfigError, compose_config, resolve
+    from robust_nic.config import ConfigError
     from robust_nic.data import split_files, whole_image_reader
     from robust_nic.defenses.latent_range import RANGES_SUFFIX, fit_latent_range
     from robust_nic.evaluation.setup import load_eval_codec
+    from robust_nic.settings import group_settings
 
-    settings = resolve(compose_config("evaluate", overrides))
-    if not settings["model"].get("checkpoint") and not out:
+    checkpoint = group_settings(settings, "model").checkpoint
+    if not checkpoint and not out:
         raise ConfigError("fit-latent-range needs the codec: model.checkpoint=CKPT (or --out FILE for zoo weights)")
     codec = load_eval_codec(settings, torch.device("cpu"))
-    files = split_files(settings["data"])["train"]
-    read_whole = whole_image_reader(settings["data"])
+    data = group_settings(settings, "data")
+    files = split_files(data)["train"]
+    read_whole = whole_image_reader(data)
     ranges = fit_latent_range(codec, (read_whole(path)[None] for path in files))
-    target = Path(out) if out else Path(f"{settings['model']['checkpoint']}{RANGES_SUFFIX}")
+    target = Path(out) if out else Path(f"{checkpoint}{RANGES_SUFFIX}")
     torch.save(ranges, target)
     return target
 

@@ -24,11 +24,15 @@ from robust_nic.settings import (
     ConfigError,
     DataSettings,
     EvalSettings,
+    EvaluateRunSettings,
     LossSettings,
     ModelSettings,
     OptimSettings,
+    TrainRunSettings,
+    group_settings,
     plain,
     split_attack,
+    top_level,
     typed,
 )
 
@@ -47,8 +51,11 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
 
 def resolve(cfg: DictConfig) -> dict:
     """Plain, fully resolved settings with derived defaults filled in (lambda, lr); the typed groups
-    (robust_nic.settings) checked and written out with every key's value."""
+    (robust_nic.settings) checked and written out with every key's value. This dict is the run's record
+    (config.yaml, a checkpoint's hyper-parameters); components are handed its typed groups
+    (`group_settings`, `run_settings`), never its raw keys."""
     settings = OmegaConf.to_container(cfg, resolve=True)
+    settings |= plain(run_settings(settings))
     loss = typed(LossSettings, "loss", settings["loss"])
     model = typed(ModelSettings, "model", settings["model"])
     metric = LOSS_METRICS[loss.metric]
@@ -66,7 +73,6 @@ def resolve(cfg: DictConfig) -> dict:
     if settings.get("attack"):
         shared, rest = split_attack(resolve_attack(settings["attack"]))
         settings["attack"] = plain(shared) | rest  # the saved config says every shared key's value
-    check_ranges(settings)
     optim = settings.get("optim")
     if optim is not None and optim.get("lr") is None:
         # From scratch 1e-4; finetuning pretrained or checkpointed weights 1e-5 (CompressAI / the paper).
@@ -94,32 +100,25 @@ def resolve_attack(attack: dict) -> dict:
     return attack
 
 
-def check_ranges(settings: dict) -> None:
-    """Values that would run but mean nothing are refused, naming the key (a typo must not become a result)."""
-    limit = settings.get("max_images")
-    if limit is not None and int(limit) < 1:
-        raise ConfigError(f"max_images={limit} must be >= 1 (or null for every test image)")
+def run_settings(settings: dict) -> TrainRunSettings | EvaluateRunSettings:
+    """The top-level keys of train.py's settings (those with its `callbacks` group) or evaluate.py's, typed."""
+    return top_level(TrainRunSettings if "callbacks" in settings else EvaluateRunSettings, settings)
 
 
-def codec_from_settings(model: dict):
-    """The configured codec. `model["channels"]` is set to the codec's real channel counts, so the saved
-    config says what was built (a checkpoint's channels win over the config's)."""
-    codec = build_codec(
-        model["arch"],
-        int(model["quality"]),
-        metric=model["metric"],
-        pretrained=bool(model.get("pretrained")),
-        checkpoint=model.get("checkpoint"),
-        channels=model.get("channels"),
-    )
-    actual = real_channels(codec, model["arch"])
-    if actual and model.get("channels") and list(model["channels"]) != actual:
+def codec_from_settings(settings: dict):
+    """The codec of `settings["model"]`. model.channels is then set to the codec's real channel counts, so
+    the saved config says what was built (a checkpoint's channels win over the config's)."""
+    model: ModelSettings = group_settings(settings, "model")
+    codec = build_codec(model.arch, model.quality, metric=model.metric, pretrained=model.pretrained,
+                        checkpoint=model.checkpoint, channels=model.channels)  # fmt: skip
+    actual = real_channels(codec, model.arch)
+    if actual and model.channels and list(model.channels) != actual:
         log.warning(
             "model.channels=%s but %s holds a codec with channels %s; using (and recording) %s",
-            list(model["channels"]), model.get("checkpoint") or "the weights", actual, actual,
+            model.channels, model.checkpoint or "the weights", actual, actual,
         )
     if actual:
-        model["channels"] = actual
+        settings["model"]["channels"] = actual
     return codec
 
 

@@ -6,7 +6,7 @@ import random
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -24,12 +24,6 @@ from robust_nic.images import (
     usable_images,
 )
 from robust_nic.settings import DataSettings
-
-# scikit-image ships these colour photos inside its wheel (no download): training, validation and test
-# photos are three disjoint sets.
-SAMPLE_TRAIN = ("astronaut.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg")
-SAMPLE_VAL = ("motorcycle_right.png",)
-SAMPLE_HELDOUT = ("chelsea.png", "coffee.png", "rocket.jpg")
 
 KODAK_URL = "https://r0k.us/graphics/kodak/kodak/kodim{:02d}.png"
 KODAK_COUNT = 24
@@ -71,21 +65,21 @@ def download_kodak(root: str | Path) -> Path:
     return root
 
 
-def split_files(cfg: Mapping) -> dict[str, list[Path]]:
-    """Train / val / test file lists for a `data` config (samples, folder or kodak).
+def split_files(data: DataSettings) -> dict[str, list[Path]]:
+    """Train / val / test file lists of the `data` settings (samples, folder or kodak).
 
     Validation and test images are coded (and attacked) whole: any above data.max_pixels stops the run
     here, before any work, with the memory it would need. Training only crops, so its images are bounded
     by the decode limit alone.
     """
-    files = _split_files(cfg)
-    check_whole_image_sizes(sorted(set(files["val"]) | set(files["test"])), whole_image_limit(cfg))
+    files = _split_files(data)
+    check_whole_image_sizes(sorted(set(files["val"]) | set(files["test"])), data.max_pixels)
     return files
 
 
-def check_training_source(cfg: Mapping) -> None:
+def check_training_source(data: DataSettings) -> None:
     """Refuse, before anything is downloaded or read, to train on an evaluation set."""
-    if cfg.get("name") == "kodak" and not cfg.get("train_root"):
+    if data.name == "kodak" and not data.train_root:
         raise ImageError(
             "data=kodak is an evaluation set (its 24 images are the test images): give a training folder with "
             "data.train_root=DIR (e.g. CLIC, DIV2K or Flickr2K), validating and testing on Kodak, or train on "
@@ -93,58 +87,47 @@ def check_training_source(cfg: Mapping) -> None:
         )
 
 
-def whole_image_limit(cfg: Mapping) -> int:
-    """data.max_pixels: the largest image coded and attacked whole (its default: settings.DataSettings)."""
-    return int(cfg.get("max_pixels") or DataSettings.max_pixels)
-
-
-def whole_image_reader(cfg: Mapping) -> Callable[[str | Path], torch.Tensor]:
+def whole_image_reader(data: DataSettings) -> Callable[[str | Path], torch.Tensor]:
     """Reads an image that is coded whole (test images, a latent-range fit): (3, H, W); one above the run's
-    data.max_pixels (taken from `cfg` once, here) raises ImageError."""
-    limit = whole_image_limit(cfg)
+    data.max_pixels raises ImageError."""
+    limit = data.max_pixels
     return lambda path: read_image(path, limit)
 
 
-def _split_files(cfg: Mapping) -> dict[str, list[Path]]:
+def _split_files(data: DataSettings) -> dict[str, list[Path]]:
     """The source's own split, or with data.train_root: training on that folder, validation on
     data.val_root or else a held-out fraction of train_root, test on the source (never a validation image:
     validation picks the best checkpoint)."""
-    files = _source_split(cfg)
-    if cfg.get("train_root"):
-        train, val = _train_and_val(cfg, _usable(find_images(cfg["train_root"]), cfg["train_root"]))
+    files = _source_split(data)
+    if data.train_root:
+        train, val = _train_and_val(data, _usable(find_images(data.train_root), data.train_root))
         files = {"train": train, "val": val, "test": files["test"]}
     return files
 
 
-def _train_and_val(cfg: Mapping, files: list[Path]) -> tuple[list[Path], list[Path]]:
+def _train_and_val(data: DataSettings, files: list[Path]) -> tuple[list[Path], list[Path]]:
     """data.val_root's images, or a deterministic data.val_fraction of `files` (at least one) held out."""
-    if cfg.get("val_root"):
-        return files, _usable(find_images(cfg["val_root"]), cfg["val_root"])
+    if data.val_root:
+        return files, _usable(find_images(data.val_root), data.val_root)
     shuffled = files[:]
     random.Random(0).shuffle(shuffled)
-    count = max(1, round(len(files) * float(cfg.get("val_fraction", 0.1))))
+    count = max(1, round(len(files) * data.val_fraction))
     return sorted(shuffled[count:]) or sorted(shuffled[:count]), sorted(shuffled[:count])
 
 
-def _source_split(cfg: Mapping) -> dict[str, list[Path]]:
-    kind = cfg["name"]
-    if kind == "samples":
-        train = sample_photos(cfg.get("train_photos") or SAMPLE_TRAIN)
-        val = sample_photos(cfg.get("val_photos") or SAMPLE_VAL)
-        heldout = sample_photos(cfg.get("heldout_photos") or SAMPLE_HELDOUT)
-        return {"train": train, "val": val, "test": heldout}
-    if kind == "kodak":
-        root = download_kodak(cfg["root"])
+def _source_split(data: DataSettings) -> dict[str, list[Path]]:
+    """The split of data.name (DataSettings allows samples, kodak and folder, the latter with a root)."""
+    if data.name == "samples":
+        train, val = sample_photos(data.train_photos), sample_photos(data.val_photos)
+        return {"train": train, "val": val, "test": sample_photos(data.heldout_photos)}
+    if data.name == "kodak":
+        root = download_kodak(data.root)
         files = _usable(find_images(root), root)
         return {"train": [], "val": files, "test": files}  # an evaluation set: see check_training_source
-    if kind == "folder":
-        if not cfg.get("root"):
-            raise ImageError("data=folder needs data.root=DIR (a folder of png/jpg/webp images)")
-        files = _usable(find_images(cfg["root"]), cfg["root"])
-        train, val = _train_and_val(cfg, files)
-        test = _usable(find_images(cfg["test_root"]), cfg["test_root"]) if cfg.get("test_root") else files
-        return {"train": train, "val": val, "test": test}
-    raise ImageError(f"unknown data source {kind!r}; choose data=samples, data=folder or data=kodak")
+    files = _usable(find_images(data.root), data.root)
+    train, val = _train_and_val(data, files)
+    test = _usable(find_images(data.test_root), data.test_root) if data.test_root else files
+    return {"train": train, "val": val, "test": test}
 
 
 def _usable(paths: list[Path], root) -> list[Path]:
@@ -276,32 +259,32 @@ class ImageDataModule(L.LightningDataModule):
     """An endless stream of random-crop batches for training (trainer.max_steps ends it); whole images
     (batch 1, any size) for validation and test."""
 
-    def __init__(self, cfg: Mapping, first_batch: int = 0, seed: int = 0):
+    def __init__(self, data: DataSettings, first_batch: int = 0, seed: int = 0):
         super().__init__()
-        self.cfg = dict(cfg)
+        self.data = data
         self.seed = int(seed)
         self.first_batch = int(first_batch)  # a resumed run's first batch: new crops, not batch 0's again
         self.files: dict[str, list[Path]] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.files is None:
-            self.files = split_files(self.cfg)
-        max_pixels = whole_image_limit(self.cfg)
+            self.files = split_files(self.data)
+        max_pixels = self.data.max_pixels
         self.train_set = CropBatches(
             ImageFiles(self.files["train"], max_pixels=MAX_DECODE_PIXELS),  # only crops are coded
-            int(self.cfg["patch_size"]),
-            int(self.cfg["batch_size"]),
+            self.data.patch_size,
+            self.data.batch_size,
             seed=self.seed,
             # seed_everything seeds every rank alike: the rank makes the crop streams differ.
             rank=self.trainer.global_rank if self.trainer is not None else 0,
             first_batch=self.first_batch,
         ) if stage in (None, "fit") else None
-        limit = self.cfg.get("max_val_images")
+        limit = self.data.max_val_images
         self.val_set = ImageFiles(self.files["val"][:limit] if limit else self.files["val"], max_pixels=max_pixels)
         self.test_set = ImageFiles(self.files["test"], max_pixels=max_pixels)
 
     def _loader(self, dataset: Dataset, batch_size: int | None) -> DataLoader:
-        workers = int(self.cfg.get("num_workers") or 0)
+        workers = self.data.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,

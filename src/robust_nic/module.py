@@ -16,7 +16,7 @@ from robust_nic.evaluation.measure import adversarial_metrics, clean_metrics, co
 from robust_nic.losses import RateDistortionLoss
 from robust_nic.reconstruction import reconstruct
 from robust_nic.resume import STEPS_PER_BATCH
-from robust_nic.settings import AdversarialSettings, OptimSettings, typed
+from robust_nic.settings import AdversarialSettings, OptimSettings, group_settings, typed
 
 # Random streams keyed with (seed, rank, batch index): batch crops use 0 (data.CropBatches).
 TRAIN_STREAM, VALIDATION_STREAM, ATTACK_STREAM = 1, 2, 3
@@ -87,18 +87,19 @@ class CodecModule(L.LightningModule):
     def from_settings(cls, codec: CompressionModel, settings: Mapping, attack=None, val_attack=None) -> CodecModule:
         """The module as train.py configures it from the resolved settings."""
         optim, adversarial = training_settings(settings)
+        loss, model = group_settings(settings, "loss"), group_settings(settings, "model")
         return cls(
             codec,
-            RateDistortionLoss(settings["loss"]["metric"], settings["loss"]["lmbda"]),
+            RateDistortionLoss(loss.metric, loss.lmbda),
             optim,
-            int(settings["trainer"]["max_steps"]),
+            int(settings["trainer"]["max_steps"]),  # a Lightning Trainer argument (conf/trainer)
             adversarial,
             # The consistency term is an MSE: weigh it like the mse loss of this quality would.
-            consistency_lmbda=lambda_for("mse", min(int(settings["model"]["quality"]), 8)),
+            consistency_lmbda=lambda_for("mse", min(model.quality, 8)),
             attack=attack,
             val_attack=val_attack,
             record=settings,
-            seed=int(settings.get("seed", 0)),
+            seed=settings["seed"],  # resolve() typed the top-level keys
         )
 
     def configure_optimizers(self):

@@ -15,7 +15,7 @@ import yaml
 
 from robust_nic.config import CONF_DIR, ConfigError
 from robust_nic.rows import markdown_table
-from robust_nic.settings import DataSettings, plain, typed
+from robust_nic.settings import DataSettings, PaperSettings, typed
 
 CLI = ["-m", "robust_nic"]  # the robust-nic command, from this interpreter
 
@@ -32,12 +32,12 @@ class Job:
     notes: list[str] = field(default_factory=list)
 
 
-def job_dir(cfg, job_id: str) -> Path:
-    return Path(cfg["out"]) / "jobs" / job_id
+def job_dir(paper: PaperSettings, job_id: str) -> Path:
+    return Path(paper.out) / "jobs" / job_id
 
 
-def finished(cfg, job: Job) -> bool:
-    path = job_dir(cfg, job.id) / job.done_file
+def finished(paper: PaperSettings, job: Job) -> bool:
+    path = job_dir(paper, job.id) / job.done_file
     if not path.is_file():
         return False
     if path.suffix == ".json":
@@ -56,19 +56,19 @@ def model_arch(model: str) -> str:
     return yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text())["model"]["arch"]
 
 
-def model_qualities(cfg, model: str) -> list[int]:
+def model_qualities(paper: PaperSettings, model: str) -> list[int]:
     from robust_nic.codecs import qualities
 
-    if cfg.get("qualities"):
-        return list(cfg["qualities"])
+    if paper.qualities:
+        return list(paper.qualities)
     return [int(q) for q in qualities(model_arch(model))] if model != "tiny" else [3]
 
 
-def images(cfg) -> int:
-    for o in cfg.get("common") or []:
+def images(paper: PaperSettings) -> int:
+    for o in paper.common or []:
         if o.startswith("max_images="):
             return int(o.split("=", 1)[1])
-    return 24 if cfg["dataset"] == "kodak" else 3
+    return 24 if paper.dataset == "kodak" else 3
 
 
 class Plan:
@@ -77,31 +77,31 @@ class Plan:
     Stand-in codecs (pretrained=false) are stage-0 jobs added the first time a job needs their checkpoint.
     """
 
-    def __init__(self, cfg: dict, log=print):
-        self.cfg, self.log, self.jobs = cfg, log, []
-        self.out = Path(cfg["out"]) / "jobs"
+    def __init__(self, paper: PaperSettings, log=print):
+        self.paper, self.log, self.jobs = paper, log, []
+        self.out = Path(paper.out) / "jobs"
         self.evaluate, self.train = [*CLI, "evaluate"], [*CLI, "train"]
-        self.common = [f"data={cfg['dataset']}", *cfg["common"]]
-        train_root = [f"data.train_root={cfg['train_root']}"] if cfg["train_root"] else []
-        self.train_common = [f"data={cfg['dataset']}", *train_root, *cfg["train_common"]]
-        self.budget = [f"attack={cfg['headline_attack']}", f"attack.eps={cfg['eps']}"]
+        self.common = [f"data={paper.dataset}", *paper.common]
+        train_root = [f"data.train_root={paper.train_root}"] if paper.train_root else []
+        self.train_common = [f"data={paper.dataset}", *train_root, *paper.train_common]
+        self.budget = [f"attack={paper.headline_attack}", f"attack.eps={paper.eps}"]
         self.single = [
             "attack=chen2023",
-            f"attack.eps={cfg['eps']}",
+            f"attack.eps={paper.eps}",
         ]  # the studies take one attack (the paper's)
         self.per_image = {
-            kind: passes * images(cfg) for kind, passes in cfg["estimate"]["passes_per_image"].items()
+            kind: passes * images(paper) for kind, passes in paper.estimate.passes_per_image.items()
         }
-        f = cfg["focus"]
-        self.focus_model = f["model"]
-        self.bare = [f"model={f['model']}", f"model.quality={f['quality']}", f"loss={f['loss']}"]
-        self.focus = [*self.bare, *self.weights(f["model"], f["loss"], f["quality"])]
+        f = paper.focus
+        self.focus_model = f.model
+        self.bare = [f"model={f.model}", f"model.quality={f.quality}", f"loss={f.loss}"]
+        self.focus = [*self.bare, *self.weights(f.model, f.loss, f.quality)]
         self.recipes = {
-            "paper": ["attack=auto", f"attack.eps={cfg['eps']}"],
+            "paper": ["attack=auto", f"attack.eps={paper.eps}"],
             "cheap": ["experiment=finetune_cheap"],
         }
         self.zoo_file = focus_weights(
-            cfg
+            paper
         )  # the focus codec's weights file (None: not downloaded, or stand-ins)
 
     def run_dir(self, job_id: str) -> str:
@@ -113,7 +113,7 @@ class Plan:
 
     def weights(self, model: str, loss: str, q: int) -> list[str]:
         """Zoo weights, or (pretrained=false) a stand-in trained for a few steps in stage 0."""
-        if self.cfg["pretrained"]:
+        if self.paper.pretrained:
             return []
         sid = f"standin-{model}-{loss}-q{q}"
         checkpoint = str(self.out / sid / "checkpoints" / "last.ckpt")
@@ -132,9 +132,9 @@ class Plan:
 
 def attack(plan: Plan) -> None:
     """The headline attack on every model, loss and quality."""
-    for model in plan.cfg["models"]:
-        for loss in plan.cfg["losses"]:
-            for q in model_qualities(plan.cfg, model):
+    for model in plan.paper.models:
+        for loss in plan.paper.losses:
+            for q in model_qualities(plan.paper, model):
                 jid = f"attack-{model}-{loss}-q{q}"
                 argv = [*plan.evaluate, f"model={model}", f"model.quality={q}", f"loss={loss}",
                         *plan.weights(model, loss, q), *plan.budget, *plan.common, "save_images=false",
@@ -143,7 +143,7 @@ def attack(plan: Plan) -> None:
 
 
 def noise(plan: Plan) -> None:
-    argv = [*plan.evaluate, *plan.focus, "attack=noise", f"attack.eps={plan.cfg['eps']}", *plan.common]
+    argv = [*plan.evaluate, *plan.focus, "attack=noise", f"attack.eps={plan.paper.eps}", *plan.common]
     plan.add(
         "noise-focus",
         1,
@@ -155,7 +155,7 @@ def noise(plan: Plan) -> None:
 
 
 def ablation(plan: Plan) -> None:
-    for name in plan.cfg["ablations"]:
+    for name in plan.paper.ablations:
         jid = name.replace("_", "-")
         argv = [
             *plan.evaluate,
@@ -182,7 +182,7 @@ def transfer_image(plan: Plan) -> None:
 
 def defense(plan: Plan) -> None:
     """Each defense against the headline attack; latent_range needs the ranges fitted in stage 1."""
-    for name in plan.cfg["defenses"]:
+    for name in plan.paper.defenses:
         extra, stage = [], 1
         if name == "latent_range":
             if plan.zoo_file is None:
@@ -209,7 +209,7 @@ def defense(plan: Plan) -> None:
 
 
 def fit_latent_range(plan: Plan) -> None:
-    if "latent_range" in plan.cfg["defenses"] and plan.zoo_file is not None:
+    if "latent_range" in plan.paper.defenses and plan.zoo_file is not None:
         ranges = plan.out / "fit-latent-range" / "ranges.pt"
         argv = [
             *CLI,
@@ -221,12 +221,12 @@ def fit_latent_range(plan: Plan) -> None:
             *plan.focus,
             *plan.common,
         ]
-        plan.add("fit-latent-range", 1, "fit", argv, "ranges.pt", 2 * images(plan.cfg))
+        plan.add("fit-latent-range", 1, "fit", argv, "ranges.pt", 2 * images(plan.paper))
 
 
 def finetune(plan: Plan) -> None:
     """Each finetuning recipe (stage 1), then its codec under the headline attack (stage 2)."""
-    estimate = plan.cfg["estimate"]
+    estimate = plan.paper.estimate
     for recipe, overrides in plan.recipes.items():
         jid = f"finetune-{recipe}"
         argv = [*plan.train, *plan.focus, *overrides, *plan.train_common, plan.run_dir(jid)]
@@ -236,7 +236,7 @@ def finetune(plan: Plan) -> None:
             "finetune",
             argv,
             "train_metrics.json",
-            estimate["train_steps"] * estimate["passes_per_train_step"] * 300 / 2,
+            estimate.train_steps * estimate.passes_per_train_step * 300 / 2,
         )
         eid = f"evaluate-finetuned-{recipe}"
         checkpoint = plan.out / jid / "checkpoints" / "last.ckpt"
@@ -258,7 +258,7 @@ def transfer_model(plan: Plan) -> None:
 
 
 def recompression(plan: Plan) -> None:
-    generations = plan.cfg["generations"]
+    generations = plan.paper.generations
     argv = [*plan.evaluate, "study=recompression", *plan.focus, f"study.generations={generations}",
             *plan.finetuned(), *plan.common, plan.run_dir("recompression")]  # fmt: skip
     plan.add(
@@ -280,23 +280,23 @@ STAGES = (attack, noise, ablation, transfer_image, defense, fit_latent_range, fi
           recompression, report)  # fmt: skip
 
 
-def check_names(cfg: dict) -> None:
+def check_names(paper: PaperSettings) -> None:
     """The attack, experiments and defenses the paper config names exist in conf/ (ConfigError naming the key)."""
-    named = [("headline_attack", "attack", cfg["headline_attack"])]
-    named += [("ablations", "experiment", name) for name in cfg["ablations"]]
-    named += [("defenses", "defense", name) for name in cfg["defenses"]]
+    named = [("headline_attack", "attack", paper.headline_attack)]
+    named += [("ablations", "experiment", name) for name in paper.ablations]
+    named += [("defenses", "defense", name) for name in paper.defenses]
     for key, group, name in named:
         if not exists(group, name):
             raise ConfigError(f"{key}: {name!r} is not a conf/{group} config")
 
 
-def build_jobs(cfg, log=print) -> list[Job]:
+def build_jobs(paper: PaperSettings, log=print) -> list[Job]:
     """Every job of the paper (only those of `kinds` when set)."""
-    check_names(cfg)
-    plan = Plan(cfg, log)
+    check_names(paper)
+    plan = Plan(paper, log)
     for stage in STAGES:
         stage(plan)
-    kinds = cfg.get("kinds")
+    kinds = paper.kinds
     return [j for j in plan.jobs if not kinds or j.kind in kinds]
 
 
@@ -304,19 +304,19 @@ TRAINING_KINDS = ("standin", "finetune")
 EVALUATION_SETS = ("kodak",)  # datasets without a training split of their own
 
 
-def training_set_problem(cfg, jobs: list[Job]) -> str | None:
+def training_set_problem(paper: PaperSettings, jobs: list[Job]) -> str | None:
     """What stops the training jobs among `jobs`: an evaluation set as dataset without train_root."""
     training = [j.id for j in jobs if j.kind in TRAINING_KINDS]
-    if training and cfg["dataset"] in EVALUATION_SETS and not cfg.get("train_root"):
+    if training and paper.dataset in EVALUATION_SETS and not paper.train_root:
         return (
             f"training set: the finetuning jobs ({', '.join(training[:3])}{', ...' if len(training) > 3 else ''}) "
-            f"need train_root=DIR, a folder of training images (e.g. DIV2K/train or CLIC); dataset={cfg['dataset']} "
+            f"need train_root=DIR, a folder of training images (e.g. DIV2K/train or CLIC); dataset={paper.dataset} "
             "is the evaluation set and is never trained on. Or leave them out: kinds=[attack,noise,...]"
         )
     return None
 
 
-def image_manifest(cfg) -> dict:
+def image_manifest(paper: PaperSettings) -> dict:
     """The images each training job trained and validated on (its checkpoint's fingerprints) beside the
     evaluated images (the test split every evaluation job reads), and their overlap (empty unless a job
     was told eval.allow_training_images=true)."""
@@ -325,10 +325,10 @@ def image_manifest(cfg) -> dict:
     from robust_nic.fingerprints import SPLITS, checkpoint_fingerprints, fingerprints
 
     # The dataset's test split, as far as the jobs read it.
-    evaluated = fingerprints(split_files(dataset_settings(cfg["dataset"]))["test"][: images(cfg)])
+    evaluated = fingerprints(split_files(dataset_settings(paper.dataset))["test"][: images(paper)])
     trained: dict[str, dict[str, str]] = {}
-    for job in build_jobs(cfg, log=lambda _: None):
-        checkpoint = job_dir(cfg, job.id) / "checkpoints" / "last.ckpt"
+    for job in build_jobs(paper, log=lambda _: None):
+        checkpoint = job_dir(paper, job.id) / "checkpoints" / "last.ckpt"
         recorded = checkpoint_fingerprints(checkpoint) if job.kind in TRAINING_KINDS else None
         if recorded:
             trained[job.id] = {
@@ -343,27 +343,27 @@ def image_manifest(cfg) -> dict:
     }
 
 
-def focus_weights(cfg) -> Path | None:
+def focus_weights(paper: PaperSettings) -> Path | None:
     """The focus codec's pretrained file in the torch hub cache (None for stand-ins)."""
     from robust_nic.codecs import pretrained_path, pretrained_url
     from robust_nic.config import LOSS_METRICS
 
-    f = cfg["focus"]
-    if not cfg["pretrained"]:
+    f = paper.focus
+    if not paper.pretrained:
         return None
-    return pretrained_path(pretrained_url(model_arch(f["model"]), f["quality"], LOSS_METRICS[f["loss"]]))
+    return pretrained_path(pretrained_url(model_arch(f.model), f.quality, LOSS_METRICS[f.loss]))
 
 
-def missing_inputs(cfg) -> list[str]:
+def missing_inputs(paper: PaperSettings) -> list[str]:
     """The pretrained weights (per model, quality, metric) absent from the torch hub cache, and Kodak."""
     from robust_nic.codecs import CodecError, pretrained_path, pretrained_url
     from robust_nic.config import LOSS_METRICS
 
     missing = []
-    if cfg["pretrained"]:
-        for model in cfg["models"]:
-            for loss in cfg["losses"]:
-                for q in model_qualities(cfg, model):
+    if paper.pretrained:
+        for model in paper.models:
+            for loss in paper.losses:
+                for q in model_qualities(paper, model):
                     try:
                         path = pretrained_path(pretrained_url(model_arch(model), q, LOSS_METRICS[loss]))
                     except CodecError as err:
@@ -371,7 +371,7 @@ def missing_inputs(cfg) -> list[str]:
                         continue
                     if not path.is_file():
                         missing.append(f"weights {model} quality {q} {loss}: {path}")
-    if cfg["dataset"] == "kodak":
+    if paper.dataset == "kodak":
         root = Path(kodak_root()).expanduser()
         absent = [i for i in range(1, 25) if not (root / f"kodim{i:02d}.png").is_file()]
         if absent:
@@ -379,19 +379,19 @@ def missing_inputs(cfg) -> list[str]:
     return missing
 
 
-def dataset_settings(name: str) -> dict:
+def dataset_settings(name: str) -> DataSettings:
     """conf/data/<name>.yaml over its schema's defaults, as the jobs' `data` group resolves (read directly:
     this runs inside a Hydra app, which cannot compose another config)."""
     from omegaconf import OmegaConf
 
     values = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml"), resolve=True)
     values.pop("defaults", None)  # the schema it extends: DataSettings' defaults below
-    return plain(typed(DataSettings, "data", values))
+    return typed(DataSettings, "data", values)
 
 
 def kodak_root() -> str:
     """conf/data/kodak.yaml's data.root."""
-    return str(dataset_settings("kodak")["root"])
+    return str(dataset_settings("kodak").root)
 
 
 # Job kinds whose images go through the evaluation runner, eval.batch_size at a time (the studies' own
@@ -399,26 +399,26 @@ def kodak_root() -> str:
 BATCHED_KINDS = ("attack", "noise", "ablation", "defense", "evaluate")
 
 
-def eval_batch_size(cfg) -> int:
+def eval_batch_size(paper: PaperSettings) -> int:
     """eval.batch_size of the evaluation jobs (set through `common`); 1 unless given."""
-    sizes = [item.split("=", 1)[1] for item in cfg.get("common") or [] if item.startswith("eval.batch_size=")]
+    sizes = [item.split("=", 1)[1] for item in paper.common or [] if item.startswith("eval.batch_size=")]
     return int(sizes[-1]) if sizes else 1
 
 
-def probe_seconds(cfg, model: str, batch: int = 1) -> float:
+def probe_seconds(paper: PaperSettings, model: str, batch: int = 1) -> float:
     """Seconds per image of one forward+backward pass of the model at the probe size, `batch` images at a
     time (random stand-in weights: the same cost as the pretrained ones)."""
     import torch
 
     from robust_nic.codecs import build_codec
 
-    f = cfg["focus"]
-    quality = f["quality"] if f["quality"] in model_qualities(cfg, model) else model_qualities(cfg, model)[-1]
+    f = paper.focus
+    quality = f.quality if f.quality in model_qualities(paper, model) else model_qualities(paper, model)[-1]
     channels = yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text())["model"].get("channels")
     codec = build_codec(model_arch(model), quality, "mse", channels=channels, pretrained=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     codec.to(device)
-    x = torch.rand(batch, 3, *cfg["estimate"]["probe_size"], device=device, requires_grad=True)
+    x = torch.rand(batch, 3, *paper.estimate.probe_size, device=device, requires_grad=True)
     times = []
     for _ in range(2):  # the first pass warms up
         start = time.perf_counter()
@@ -429,19 +429,19 @@ def probe_seconds(cfg, model: str, batch: int = 1) -> float:
     return times[-1] / batch
 
 
-def estimate(cfg, jobs: list[Job], log=print) -> float:
+def estimate(paper: PaperSettings, jobs: list[Job], log=print) -> float:
     """Seconds for the unfinished jobs on this machine, one job after another. Every pass costs what the
     probe measures here; the runner's jobs with eval.batch_size > 1 cost what a batch of that size measures
     per image (its speed-up is measured, never assumed: on CPU it was below 1)."""
-    batch = eval_batch_size(cfg)
-    size = f"{cfg['estimate']['probe_size'][0]}x{cfg['estimate']['probe_size'][1]}"
+    batch = eval_batch_size(paper)
+    size = f"{paper.estimate.probe_size[0]}x{paper.estimate.probe_size[1]}"
     total = 0.0
     for model in sorted({j.model for j in jobs if j.model}):
-        single = probe_seconds(cfg, model)
+        single = probe_seconds(paper, model)
         log(f"  probe {model}: {single:.3f} s per forward+backward pass at {size}")
         batched = single
         if batch > 1 and any(j.kind in BATCHED_KINDS for j in jobs if j.model == model):
-            batched = probe_seconds(cfg, model, batch)
+            batched = probe_seconds(paper, model, batch)
             log(f"  probe {model}: {batched:.3f} s per image as a batch of {batch} (eval.batch_size), "
                 f"{single / batched:.2f}x the speed of one at a time")  # fmt: skip
         total += sum((batched if j.kind in BATCHED_KINDS else single) * j.passes for j in jobs if j.model == model)
@@ -452,20 +452,20 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def run_one(cfg, job: Job) -> bool:
+def run_one(paper: PaperSettings, job: Job) -> bool:
     """Run one job unless finished; True when it finished now or before."""
-    if finished(cfg, job):
-        print(f"paper: skip {job.id}: finished ({job_dir(cfg, job.id) / job.done_file})")
+    if finished(paper, job):
+        print(f"paper: skip {job.id}: finished ({job_dir(paper, job.id) / job.done_file})")
         return True
     if job.kind == "report":
-        write_paper_report(cfg)
+        write_paper_report(paper)
         return True
-    job_dir(cfg, job.id).mkdir(parents=True, exist_ok=True)
+    job_dir(paper, job.id).mkdir(parents=True, exist_ok=True)
     print(f"paper: run {job.id}: python {' '.join(job.argv)}", flush=True)
     code = subprocess.run([sys.executable, *job.argv]).returncode
     if code != 0:
         print(f"paper: {job.id} failed (exit status {code}); re-run to retry it", file=sys.stderr)
-    return code == 0 and finished(cfg, job)
+    return code == 0 and finished(paper, job)
 
 
 # --- the report page and the paper's numbers beside ours -----------------------------------------------
@@ -475,15 +475,15 @@ def paper_numbers() -> dict:
     return yaml.safe_load((CONF_DIR / "paper_numbers.yaml").read_text())
 
 
-def our_rows(cfg) -> dict[str, dict]:
+def our_rows(paper: PaperSettings) -> dict[str, dict]:
     """Our measured rows matching the paper's: noise, attacked (pretrained), finetuned (paper recipe)."""
     from robust_nic.evaluation import metric_keys
 
-    out = Path(cfg["out"]) / "jobs"
-    f = cfg["focus"]
+    out = Path(paper.out) / "jobs"
+    f = paper.focus
     sources = {
         "noise": out / "noise-focus",
-        "attacked": out / f"attack-{f['model']}-{f['loss']}-q{f['quality']}",
+        "attacked": out / f"attack-{f.model}-{f.loss}-q{f.quality}",
         "finetuned": out / "evaluate-finetuned-paper",
     }
     rows = {}
@@ -496,20 +496,20 @@ def our_rows(cfg) -> dict[str, dict]:
     return rows
 
 
-def comparison_markdown(cfg) -> str:
-    paper = paper_numbers()
-    ours = our_rows(cfg)
-    f = cfg["focus"]
+def comparison_markdown(paper: PaperSettings) -> str:
+    published = paper_numbers()
+    ours = our_rows(paper)
+    f = paper.focus
     lines = [
         "# Paper vs ours",
         "",
-        f"{paper['model']} ({paper['loss']}): PSNR (dB) / MS-SSIM of the reconstruction vs the original. "
-        f"Ours: {f['model']} quality {f['quality']} ({f['loss']}), attack.eps={cfg['eps']} (rms), data={cfg['dataset']}, "
-        f"pretrained={cfg['pretrained']}. The paper states neither budget nor quality: assumed as ours.",
+        f"{published['model']} ({published['loss']}): PSNR (dB) / MS-SSIM of the reconstruction vs the original. "
+        f"Ours: {f.model} quality {f.quality} ({f.loss}), attack.eps={paper.eps} (rms), data={paper.dataset}, "
+        f"pretrained={paper.pretrained}. The paper states neither budget nor quality: assumed as ours.",
         "",
     ]
     table = []
-    for name, row in paper["rows"].items():
+    for name, row in published["rows"].items():
         mine = ours.get(name, {})
         cells = [
             f"{v:.2f}" if k == "psnr" and v is not None else f"{v:.4f}" if v is not None else "not run"
@@ -520,9 +520,9 @@ def comparison_markdown(cfg) -> str:
     return "\n".join(lines) + "\n" + markdown_table(columns, table)
 
 
-def write_paper_report(cfg) -> Path:
+def write_paper_report(paper: PaperSettings) -> Path:
     """robust-nic report over every job, plus paper.md (the paper's numbers beside ours) linked from it."""
-    out = Path(cfg["out"])
+    out = Path(paper.out)
     report = out / "report"
     code = subprocess.run(
         [sys.executable, *CLI, "report", str(out / "jobs"), "--out", str(report)]
@@ -530,8 +530,8 @@ def write_paper_report(cfg) -> Path:
     if code != 0:
         print("paper: robust-nic report failed; paper.md is still written", file=sys.stderr)
     report.mkdir(parents=True, exist_ok=True)
-    (report / "paper.md").write_text(comparison_markdown(cfg))
-    (report / "images.json").write_text(json.dumps(image_manifest(cfg), indent=2, sort_keys=True) + "\n")
+    (report / "paper.md").write_text(comparison_markdown(paper))
+    (report / "images.json").write_text(json.dumps(image_manifest(paper), indent=2, sort_keys=True) + "\n")
     link = "\n\nThe paper's numbers beside ours: [paper.md](paper.md)\n"
     for page in ("report.md", "report.html"):
         path = report / page

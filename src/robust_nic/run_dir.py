@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -221,4 +222,12 @@ class RunDirLock(_HydraCallback):
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """The job directories of a Hydra multirun (0, 1, ..., 9, 10, ...), in job-number order."""
-    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=natural_order)
+
+
+def natural_order(path: Path) -> tuple:
+    """A sort key that puts multirun/2 before multirun/10 (numbers in names compare as numbers)."""
+    return tuple(
+        tuple((0, int(piece), "") if piece.isdigit() else (1, 0, piece) for piece in re.split(r"(\d+)", part) if piece)
+        for part in Path(path).parts
+    )

@@ -72,7 +72,7 @@ def typed(cls, group: str, values: Mapping | None, owner: str | None = None):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown setting(s) {', '.join(f'{group}.{k}' for k in unknown)}; {owner} has "
+            f"unknown setting(s) {', '.join(dotted(group, k) for k in unknown)}; {owner} has "
             f"{', '.join(fields) or 'no options'}"
         )
     hints = typing.get_type_hints(cls)
@@ -81,12 +81,12 @@ def typed(cls, group: str, values: Mapping | None, owner: str | None = None):
         if value is None and not allows_none(hints[key]) and has_default(fields[key]):
             continue
         if dataclasses.is_dataclass(hints[key]):  # a nested group, e.g. paper.estimate
-            kwargs[key] = typed(hints[key], f"{group}.{key}", value)
+            kwargs[key] = typed(hints[key], dotted(group, key), value)
             continue
         try:
             kwargs[key] = convert(value, hints[key])
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"{group}.{key}={value!r} is not a valid setting ({err})") from err
+            raise ConfigError(f"{dotted(group, key)}={value!r} is not a valid setting ({err})") from err
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -117,12 +117,24 @@ def check_range(
     below = low is not None and (value <= low if low_open else value < low)
     if below or (high is not None and value > high):
         span = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ConfigError(f"{group}.{key}={value} must be in {span}{why}")
+        raise ConfigError(f"{dotted(group, key)}={value} must be in {span}{why}")
 
 
 def check_choice(group: str, key: str, value, choices) -> None:
     if value not in choices:
-        raise ConfigError(f"{group}.{key}={value} is unknown; choose {' | '.join(map(str, choices))}")
+        raise ConfigError(f"{dotted(group, key)}={value} is unknown; choose {' | '.join(map(str, choices))}")
+
+
+def dotted(group: str, key: str) -> str:
+    """A key as the command line writes it: `group.key`, or `key` at the top level (group "")."""
+    return f"{group}.{key}" if group else key
+
+
+def top_level(cls, values: Mapping):
+    """The top-level keys of a composed config (train.yaml, evaluate.yaml) as `cls`; the groups' keys
+    (model, data, ...) are typed by their own dataclasses."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return typed(cls, "", {k: v for k, v in values.items() if k in names})
 
 
 # The attack group's allowed values (the attack modules check the same lists on their Python objects).
@@ -229,6 +241,14 @@ class LossSettings:
         check_range("loss", "lmbda", self.lmbda, 0, low_open=True)
 
 
+# scikit-image ships these colour photos inside its wheel (no download): data=samples trains, validates and
+# tests on three disjoint sets of them.
+SAMPLE_TRAIN = ("astronaut.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg")
+SAMPLE_VAL = ("motorcycle_right.png",)
+SAMPLE_HELDOUT = ("chelsea.png", "coffee.png", "rocket.jpg")
+DATA_SOURCES = ("samples", "folder", "kodak")
+
+
 @dataclass(frozen=True)
 class DataSettings:
     """The `data` group: where training, validation and test images come from, and the training batches
@@ -242,9 +262,10 @@ class DataSettings:
     val_root: str | None = None  # null: hold out val_fraction of the training images for validation
     val_fraction: float = 0.1
     test_root: str | None = None  # folder: evaluate.py codes test_root, or all of root
-    train_photos: list[str] | None = None  # samples: the scikit-image photos of each split
-    val_photos: list[str] | None = None
-    heldout_photos: list[str] | None = None
+    # samples: the scikit-image photos of each split
+    train_photos: list[str] = field(default_factory=lambda: list(SAMPLE_TRAIN))
+    val_photos: list[str] = field(default_factory=lambda: list(SAMPLE_VAL))
+    heldout_photos: list[str] = field(default_factory=lambda: list(SAMPLE_HELDOUT))
     patch_size: int = 256  # training crops (px)
     batch_size: int = 8
     num_workers: int = 4
@@ -254,6 +275,10 @@ class DataSettings:
     max_pixels: int = 3_500_000
 
     def __post_init__(self):
+        if self.name not in DATA_SOURCES:
+            raise ConfigError(f"data.name={self.name} is unknown; choose data=samples, data=folder or data=kodak")
+        if self.name == "folder" and not self.root:
+            raise ConfigError("data=folder needs data.root=DIR (a folder of png/jpg/webp images)")
         check_range("data", "val_fraction", self.val_fraction, 0, 1, low_open=True)
         for key in ("patch_size", "batch_size", "max_val_images", "max_pixels"):
             check_range("data", key, getattr(self, key), 1)
@@ -274,6 +299,71 @@ class EvalSettings:
 
     def __post_init__(self):
         check_range("eval", "batch_size", self.batch_size, 1, why=" (images attacked together)")
+
+
+CODING_DEVICES = ("auto", "cpu", "same")
+
+
+@dataclass(frozen=True)
+class CodingSettings:
+    """The `coding` group: where entropy coding runs."""
+
+    # auto: codecs with a context model (mbt2018, cheng2020) on a CPU copy, the others where the image is;
+    # cpu; same: where the image is. On a CPU-only machine all three are the same.
+    device: str = "auto"
+
+    def __post_init__(self):
+        check_choice("coding", "device", self.device, CODING_DEVICES)
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    """The `checkpoint` group of train.py."""
+
+    # checkpoints/last.ckpt is also written every this many minutes of training (at a batch boundary), so a
+    # hard kill loses at most that much; 0: after every batch; null: only at validations and the end
+    every_minutes: float | None = 10
+
+    def __post_init__(self):
+        check_range("checkpoint", "every_minutes", self.every_minutes, 0, why=" (0: every batch) or null")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The top-level keys train.py and evaluate.py share."""
+
+    seed: int = 0  # every random draw: training crops, attack starts and noise (per image: seed and its name)
+    # torch CPU threads; null: OMP_NUM_THREADS if set, else all cores. Jobs sharing a machine: threads=1 each
+    threads: int | None = None
+    coding: CodingSettings = field(default_factory=CodingSettings)  # coding.device: where entropy coding runs
+
+    def __post_init__(self):
+        check_range("", "threads", self.threads, 1)
+
+
+@dataclass(frozen=True)
+class TrainRunSettings(RunSettings):
+    """train.py's top-level keys."""
+
+    # resume: re-run with hydra.run.dir=RUN_DIR (continues from its checkpoint with the most training), or
+    # ckpt_path=FILE (used unless the run directory's own checkpoints hold more training)
+    ckpt_path: str | None = None
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)  # checkpoint.every_minutes
+    optimized_metric: str | None = None  # the metric a Hydra sweeper (e.g. hparams_search=optuna) minimises
+
+
+@dataclass(frozen=True)
+class EvaluateRunSettings(RunSettings):
+    """evaluate.py's top-level keys."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:1
+    max_images: int | None = None  # evaluate only the first N test images
+    save_images: bool = True  # adversarial PNGs, amplified perturbations, comparison figures
+    progress: bool = True  # progress bars over images and attack steps
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("", "max_images", self.max_images, 1, why=" (or null for every test image)")
 
 
 SCHEDULERS = ("multistep", "cosine", "none")
@@ -385,6 +475,8 @@ class PaperSettings:
 
 # config group -> the dataclass holding its defaults (the schema/<group> config its YAMLs extend)
 SCHEMAS = {
+    "train_run": TrainRunSettings,  # the top level of train.yaml
+    "evaluate_run": EvaluateRunSettings,  # the top level of evaluate.yaml
     "attack": AttackSettings,
     "model": ModelSettings,
     "loss": LossSettings,
@@ -393,6 +485,8 @@ SCHEMAS = {
     "optim": OptimSettings,
     "train": AdversarialSettings,
     "paper": PaperSettings,
+    "coding": CodingSettings,
+    "checkpoint": CheckpointSettings,
 }
 
 
@@ -408,6 +502,12 @@ def schema(cls) -> dict:
         else:
             node[f.name] = "???"
     return node
+
+
+def group_settings(settings: Mapping, group: str):
+    """The typed settings of config group `group` (a key of SCHEMAS) from resolved settings: what a component
+    is handed instead of the group's raw keys."""
+    return typed(SCHEMAS[group], group, settings.get(group))
 
 
 def plain_value(value):

@@ -17,11 +17,19 @@ from robust_nic.attacks.factory import variant as attack_variant
 from robust_nic.checkpoints import LAST, StopRequested
 from robust_nic.checks import check_training
 from robust_nic.coding_device import set_coding_device
-from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings, write_json
+from robust_nic.config import (
+    ConfigError,
+    codec_from_settings,
+    resolve,
+    run_settings,
+    save_settings,
+    write_json,
+)
 from robust_nic.data import ImageDataModule, check_training_source
 from robust_nic.module import CodecModule, training_settings
 from robust_nic.resume import ResumePoint, TrainingStopped, resume_command, resume_point
 from robust_nic.run_dir import check_writable
+from robust_nic.settings import TrainRunSettings, group_settings
 from robust_nic.trackers import build_logger, logger_dir, record_attempt_start
 
 log = logging.getLogger(__name__)
@@ -63,10 +71,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     Re-running in the same run_dir continues from its checkpoint with the most training. `overrides`
     (train.py's command-line overrides) go into the message that says how to continue an interrupted run."""
     settings = checked_settings(cfg)
-    set_coding_device((settings.get("coding") or {}).get("device"))
+    run: TrainRunSettings = run_settings(settings)
+    set_coding_device(run.coding.device)
     # Before any work: the outputs can be written, and where training continues from.
     run_dir = Path(run_dir)
-    start = resume_point(settings.get("ckpt_path"), run_dir / "checkpoints")
+    start = resume_point(run.ckpt_path, run_dir / "checkpoints")
     check_writable(run_dir, run_dir / "checkpoints", *filter(None, [logger_dir(settings["logger"], run_dir)]))
     max_batches = int(settings["trainer"]["max_steps"])
     if start is not None:
@@ -75,17 +84,17 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
         return already_trained(run_dir, start, max_batches)
     if start is not None:
         log.info("resuming from %s at batch %d", start.path, start.batches)
-    seed = int(settings.get("seed", 0))
-    L.seed_everything(seed, workers=True, verbose=False)
+    L.seed_everything(run.seed, workers=True, verbose=False)
     attack = build_attack(settings.get("attack"))
     # Validation always keeps each image's strongest iterate, whatever the training attack returns.
     val_overrides = {"select": "best"} | {
         k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None
     }
     val_attack = build_attack(attack_variant(settings["attack"], val_overrides)) if attack else None
-    codec = codec_from_settings(settings["model"])
+    codec = codec_from_settings(settings)
     module = CodecModule.from_settings(codec, settings, attack=attack, val_attack=val_attack)
-    datamodule = ImageDataModule(settings["data"], first_batch=start.batches if start else 0, seed=seed)
+    datamodule = ImageDataModule(group_settings(settings, "data"), first_batch=start.batches if start else 0,
+                                 seed=run.seed)  # fmt: skip
     monitor = "val/adv/delta_psnr" if attack is not None else "val/rd_loss"
     logger = build_logger(settings["logger"], run_dir, run_config=settings)
     trainer = build_trainer(settings, run_dir, logger, monitor, extra_callbacks, overrides)
@@ -119,7 +128,7 @@ def checked_settings(cfg: DictConfig) -> dict:
     check_training(settings)
     training_settings(settings)  # the optim and train groups, typed and checked
     check_precision(settings["trainer"])
-    check_training_source(settings["data"])
+    check_training_source(group_settings(settings, "data"))
     return settings
 
 

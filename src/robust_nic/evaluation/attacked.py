@@ -15,17 +15,22 @@ from robust_nic.evaluation.measure import adversarial_metrics, code_or_nan
 log = logging.getLogger(__name__)
 
 
+def defense_name(settings: dict) -> str:
+    """The `defense` group's name (`none` without one, e.g. settings composed for a study of codecs)."""
+    return (settings.get("defense") or {"name": "none"})["name"]
+
+
 def attack_sources(settings: dict, codec, defense) -> dict[str, torch.nn.Module]:
     """Which module each attack row is crafted on: the bare codec (`adv`, transferred to any defense)
     and, for a real defense, the defense itself (`adaptive`: the attacker knows the defense). The random
     noise baseline does not adapt to anything: it gets no adaptive rows (they would be copies)."""
     sources = {"adv": codec}
-    defense_name = (settings.get("defense") or {}).get("name", "none")
-    if defense_name != "none":
+    defended = defense_name(settings)
+    if defended != "none":
         if (settings.get("attack") or {}).get("name") == "noise":
             log.info(
                 "attack=noise is a random baseline that does not adapt to defense=%s: no adaptive rows",
-                defense_name,
+                defended,
             )
         else:
             sources["adaptive"] = defense

@@ -20,6 +20,7 @@ import yaml
 from robust_nic.attacks.suite import AttackSuite
 from robust_nic.config import ConfigError
 from robust_nic.evaluation.metric_keys import upgrade_names
+from robust_nic.settings import SCHEMAS, EvaluateRunSettings, schema
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +62,36 @@ def seed_image(seed: int, name: str) -> None:
 
 
 def differing_keys(previous: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ (present in one only included), FREE keys left out."""
+    """Dotted keys whose values differ (present in one only included), FREE keys left out. A key the
+    saved settings lack (an earlier version's run) is no difference when today's value is its typed default:
+    a key is added with the behaviour it had before as its default."""
     keys = []
     for key in sorted(set(previous) | set(current), key=str):
         dotted = f"{prefix}{key}"
         if dotted in FREE:
             continue
         old, new = previous.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            keys += differing_keys(old, new, f"{dotted}.")
+        if isinstance(new, dict) and (isinstance(old, dict) or key not in previous):
+            keys += differing_keys(old or {}, new, f"{dotted}.")
+        elif key not in previous and new == typed_default(dotted):
+            continue
         elif old != new:
             keys.append(dotted)
     return keys
+
+
+def typed_default(dotted: str):
+    """The default of an evaluation setting by its dotted key (`data.heldout_photos`, `eval.batch_size`,
+    `max_images`) from its settings dataclass, or a marker equal to nothing for a key without one."""
+    node = schema(EvaluateRunSettings) | {group: schema(SCHEMAS[group]) for group in ("data", "eval", "attack", "model", "loss")}
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return NO_DEFAULT
+        node = node[part]
+    return node
+
+
+NO_DEFAULT = object()
 
 
 def check_same_settings(run_dir: Path, settings: dict, rows_file: str = ROWS) -> None:

@@ -14,11 +14,11 @@ from tqdm import tqdm
 
 from robust_nic.attacks import build_attack
 from robust_nic.codecs import export_codec
-from robust_nic.config import write_json
+from robust_nic.config import run_settings, write_json
 from robust_nic.data import whole_image_reader
 from robust_nic.defenses import build_defense
 from robust_nic.evaluation import metric_keys
-from robust_nic.evaluation.attacked import attack_and_measure, attack_sources, strongest_of
+from robust_nic.evaluation.attacked import attack_and_measure, attack_sources, defense_name, strongest_of
 from robust_nic.evaluation.measure import PSNR_CAP, NonFiniteError, clean_metrics, smooth_delta_psnr
 from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.outputs import (
@@ -34,6 +34,7 @@ from robust_nic.images import ImageError, image_size, read_image
 from robust_nic.metrics import ms_ssim_scales
 from robust_nic.reconstruction import smooth_reconstruction
 from robust_nic.run_dir import check_writable
+from robust_nic.settings import group_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Evaluation:
     @property
     def split_damage(self) -> bool:
         # Undefended runs also split the damage into the transforms' share and the rounding flips'.
-        return (self.settings.get("defense") or {}).get("name", "none") == "none"
+        return defense_name(self.settings) == "none"
 
     def batch_rows(self, indices: list[int], paths: list[Path], x: torch.Tensor) -> list[list[dict]]:
         """Per image of the batch x (images of one size, files[indices]), its rows: one per budget (one in
@@ -105,8 +106,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     inputs = prepare(cfg, run_dir, read_images=False, resume_from=ROWS)
     settings, device, codec, files = inputs.settings, inputs.device, inputs.codec, inputs.files
     defense = build_defense(settings.get("defense"), codec).to(device)
+    run = run_settings(settings)
     attack = evaluation_attack(settings)
-    save_images = bool(settings.get("save_images", True)) and attack is not None
+    save_images = run.save_images and attack is not None
     if save_images:
         # Checked before the first attack: a file in the way would otherwise fail after it.
         check_writable(run_dir / "images", run_dir / "figures")
@@ -119,7 +121,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
 
     name = f"{settings['model']['name']}-q{settings['model']['quality']}"
     clean_means = metric_keys.values(metrics, metric_keys.CLEAN)
-    description = f"robust-nic evaluation of {settings['model']['arch']} ({settings['model']['metric']}), defense={settings.get('defense', {}).get('name', 'none')}"
+    description = f"robust-nic evaluation of {settings['model']['arch']} ({settings['model']['metric']}), defense={defense_name(settings)}"
     write_json(compressai_results(name, description, clean_means), run_dir / "results_compressai.json")
     export_codec(codec, run_dir / "codec.pth.tar")
     if len(budgets) > 1:
@@ -135,7 +137,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
 def evaluation_attack(settings: dict):
     """The attack of the `attack` group (None for attack=none), with a bar over its steps (inside the bar
     over images) unless the run says progress=false."""
-    return build_attack({**settings["attack"], "progress": settings.get("progress", True)})
+    return build_attack({**settings["attack"], "progress": run_settings(settings).progress})
 
 
 def measure_images(evaluation: Evaluation, device: torch.device, provenance: dict) -> tuple[list[dict], dict]:
@@ -147,8 +149,9 @@ def measure_images(evaluation: Evaluation, device: torch.device, provenance: dic
     be decoded is skipped with a warning (listed in metrics.json); a run that stops (error, Ctrl-C,
     non-finite results) leaves its finished rows and a metrics.json marked partial, with the reason."""
     settings, files, run_dir = evaluation.settings, evaluation.files, evaluation.run_dir
+    run = run_settings(settings)
     rows_path = run_dir / evaluation.rows_file
-    read_test_image = whole_image_reader(settings["data"])
+    read_test_image = whole_image_reader(group_settings(settings, "data"))
     names = {path.name for path in files}
     # A killed run's finished images.
     rows = [row for row in finished_rows(run_dir, evaluation.rows_file) if row["image"] in names]
@@ -160,14 +163,13 @@ def measure_images(evaluation: Evaluation, device: torch.device, provenance: dic
         log.info("%s", message)
         print(message, flush=True)
     skipped: list[str] = []
-    seed = int(settings.get("seed", 0))
     order = {path.name: index for index, path in enumerate(files)}
     pending = [(index, path) for index, path in enumerate(files) if path.name not in done]
     try:
         with tqdm(total=len(files), initial=len(files) - len(pending), desc="images", unit="img") as bar:
-            for batch in size_batches(pending, eval_settings(settings)["batch_size"]):
+            for batch in size_batches(pending, eval_settings(settings).batch_size):
                 # Nothing built in draws from torch's global generators (attacks seed their own, per image).
-                seed_image(seed, batch[0][1].name)
+                seed_image(run.seed, batch[0][1].name)
                 read = []
                 for index, path in batch:
                     try:

@@ -16,32 +16,33 @@ from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.checks import check_evaluation
 from robust_nic.codecs import CodecError
 from robust_nic.coding_device import set_coding_device
-from robust_nic.config import ConfigError, codec_from_settings, resolve, save_settings
+from robust_nic.config import ConfigError, codec_from_settings, resolve, run_settings, save_settings
 from robust_nic.data import split_files, whole_image_reader
 from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
 from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.resume import check_same_settings
 from robust_nic.fingerprints import training_image_check
-from robust_nic.settings import EvalSettings, plain
+from robust_nic.settings import EvalSettings, EvaluateRunSettings, group_settings
 
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def load_eval_codec(settings: dict, device: torch.device):
-    model = settings["model"]
-    if not model.get("pretrained") and not model.get("checkpoint"):
+    """The codec of `settings["model"]` with its weights, in eval mode on `device`, ready to code."""
+    model = group_settings(settings, "model")
+    if not model.pretrained and not model.checkpoint:
         raise CodecError(
-            f"model={model.get('name')} has no pretrained weights: evaluate a trained codec with "
+            f"model={model.name} has no pretrained weights: evaluate a trained codec with "
             "model.checkpoint=PATH (e.g. outputs/train/RUN/checkpoints/last.ckpt), or a zoo codec with "
             "model.pretrained=true"
         )
-    codec = codec_from_settings(model).to(device).eval()
+    codec = codec_from_settings(settings).to(device).eval()
     codec.update(force=True)
     return codec
 
@@ -89,12 +90,13 @@ def prepare(
     unreadable ones). `resume_from`: the rows file (per_image.csv) a re-run continues from; an evaluation
     run_dir already holds must have the same settings."""
     settings = checked_settings(cfg)
-    L.seed_everything(int(settings.get("seed", 0)), verbose=False)
-    device = pick_device(settings.get("device"))
-    set_coding_device((settings.get("coding") or {}).get("device"))
+    run: EvaluateRunSettings = run_settings(settings)
+    L.seed_everything(run.seed, verbose=False)
+    device = pick_device(run.device)
+    set_coding_device(run.coding.device)
     files = test_files(settings)  # first: a bad image list stops the run before any work
     training_images = training_image_check(
-        settings["model"], checkpoint_paths(settings), files, bool(eval_settings(settings)["allow_training_images"])
+        settings["model"], checkpoint_paths(settings), files, eval_settings(settings).allow_training_images
     )
     codecs = load_codecs(settings, device)
     if resume_from:
@@ -102,13 +104,14 @@ def prepare(
     save_settings(settings, run_dir)  # after loading: with the channels the checkpoints really hold
     inputs = EvalInputs(settings, device, codecs, files, training_images=training_images)
     if read_images:
-        read_test_image = whole_image_reader(settings["data"])
+        read_test_image = whole_image_reader(group_settings(settings, "data"))
         inputs.images = [(path.name, read_test_image(path)[None].to(device)) for path in files]
     return inputs
 
 
-def eval_settings(settings: dict) -> dict:
-    return settings.get("eval") or plain(EvalSettings())
+def eval_settings(settings: dict) -> EvalSettings:
+    """The `eval` group (settings of a study composed without one: its defaults)."""
+    return group_settings(settings, "eval")
 
 
 def checkpoint_paths(settings: dict) -> list[str]:
@@ -145,8 +148,8 @@ def load_codecs(settings: dict, device: torch.device) -> dict[str, CompressionMo
 
 def test_files(settings: dict) -> list[Path]:
     """The test split of `data`, the first `max_images` of it."""
-    files = split_files(settings["data"])["test"]
-    limit = settings.get("max_images")
+    files = split_files(group_settings(settings, "data"))["test"]
+    limit = run_settings(settings).max_images
     return files[:limit] if limit else files
 
 

@@ -13,6 +13,7 @@ import yaml
 from robust_nic.evaluation.labels import model_label
 from robust_nic.evaluation.manifest import read_manifest
 from robust_nic.evaluation.metric_keys import clean_key, upgrade_names
+from robust_nic.run_dir import natural_order
 
 
 @dataclass
@@ -57,7 +58,8 @@ class Run:
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:
-    """Run directories given directly or found below the given folders (sorted, each once).
+    """Run directories given directly or found below the given folders (in natural order: a multirun's job
+    2 before job 10; each once).
 
     A run whose files cannot be read (truncated metrics.json, broken config.yaml) or that did not finish
     (metrics.json marked partial) is skipped with a warning naming the file; FileNotFoundError only when
@@ -67,7 +69,7 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; pass evaluation or study run directories")
-        candidates = [path / "config.yaml"] + sorted(path.rglob("config.yaml"))
+        candidates = [path / "config.yaml"] + sorted(path.rglob("config.yaml"), key=natural_order)
         for config in candidates:
             run = config.parent
             if config.is_file() and ".hydra" not in run.parts and _has_results(run):
