@@ -97,6 +97,11 @@ def test_every_pair_of_options(app, groups):
         ("train", ["+optim.momentum=0.9"], "unknown setting(s) optim.momentum"),
         ("train", ["data=kodak"], "data.train_root"),
         ("evaluate", ["study=noise", "attack=worst_case", "attack.eps=0.01"], "study=noise compares"),
+        ("evaluate", ["study=noise"], "study=noise needs an attack"),
+        ("evaluate", ["study=noise", "attack=noise", "attack.eps=0.01"], "attack=noise is the noise itself"),
+        ("evaluate", ["study=noise", "attack=pgd", "attack.norm=linf"], "use attack.norm=rms, not linf"),
+        ("evaluate", ["study=transfer", "attack=pgd", "attack.eps=[0.01,0.02]"], "study=transfer takes one attack.eps"),
+        ("evaluate", ["study=latents"], "study=latents needs an attack"),
     ],
 )
 def test_combinations_that_used_to_fail_after_work_started_are_refused_before(app, overrides, says):

@@ -36,15 +36,36 @@ def check_training(settings: Mapping) -> None:
         )  # fmt: skip
 
 
+# Studies that measure an attack, and those that take one budget (one job per budget: -m attack.eps=...).
+ATTACKED_STUDIES = ("noise", "latents", "transfer")
+ONE_BUDGET_STUDIES = ("latents", "transfer")
+
+
 def check_evaluation(settings: Mapping) -> None:
     study = (settings.get("study") or {}).get("name")
     attack = settings.get("attack") or {}
     check_batch_size(settings, attack)
-    if study == "noise" and is_suite(attack):
+    check_study_attack(study, attack)
+
+
+def check_study_attack(study: str | None, attack: Mapping) -> None:
+    """The attack a study measures: present, one budget where the study takes one, and for study=noise
+    one gradient attack with budgets as RMS (the study gives them as MSE)."""
+    name = attack.get("name") or "none"
+    if study in ATTACKED_STUDIES and name == "none":
+        raise ConfigError(f"study={study} needs an attack: add e.g. attack=pgd attack.steps=100 (or attack=chen2023)")
+    eps = attack.get("eps")
+    if study in ONE_BUDGET_STUDIES and isinstance(eps, (list, tuple)) and len(eps) != 1:
+        raise ConfigError(f"study={study} takes one attack.eps, got {list(eps)}; run one job per budget (-m)")
+    if study != "noise":
+        return
+    if is_suite(attack) or name == "noise":
         raise ConfigError(
-            f"study=noise compares random noise with one attack at the same budget; attack={attack.get('name')} is "
-            "a suite: choose attack=pgd, chen2023, ifgsm or mifgsm"
+            f"study=noise compares random noise with one attack at the same budget; attack={name} is "
+            f"{'a suite' if is_suite(attack) else 'the noise itself'}: choose attack=pgd, chen2023, ifgsm or mifgsm"
         )
+    if attack.get("norm") != "rms":
+        raise ConfigError(f"study=noise gives budgets as MSE (study.mse): use attack.norm=rms, not {attack.get('norm')}")
 
 
 def check_batch_size(settings: Mapping, attack: Mapping) -> None:

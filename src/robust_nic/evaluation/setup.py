@@ -153,18 +153,12 @@ def test_files(settings: dict) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def single_eps(settings: dict, study: str) -> float:
-    budgets = attack_budgets(settings["attack"])
-    if len(budgets) != 1:
-        raise ConfigError(f"study={study} takes one attack.eps, got {budgets}; run one job per budget (-m)")
-    return budgets[0]
+def single_eps(settings: dict) -> float:
+    """The one budget of a study that takes one (checks.check_study_attack refused several)."""
+    return attack_budgets(settings["attack"])[0]
 
 
-def required_attack(settings: dict, study: str):
-    """The attack of the `attack` group; studies that compare attacks refuse attack=none."""
-    attack = build_attack(settings.get("attack"))
-    if attack is None:
-        raise ConfigError(
-            f"study={study} needs an attack: add e.g. attack=pgd attack.steps=100 (or attack=chen2023)"
-        )
-    return attack
+def required_attack(settings: dict):
+    """The attack of the `attack` group of a study that measures one (checks.check_study_attack refused
+    attack=none before any work)."""
+    return build_attack(settings.get("attack"))

@@ -187,8 +187,8 @@ def coded_symbols(codec: torch.nn.Module, x: torch.Tensor):
 def run_latents(cfg: DictConfig, run_dir: Path) -> dict:
     """`python evaluate.py study=latents attack=chen2023 ... [study.codecs=[FINETUNED]]`: CSVs, figures, JSONs."""
     inputs = prepare(cfg, run_dir)
-    attack = required_attack(inputs.settings, "latents")
-    attack = attack.with_eps(single_eps(inputs.settings, "latents"))
+    attack = required_attack(inputs.settings)
+    attack = attack.with_eps(single_eps(inputs.settings))
     metrics, range_table, summary, hist_rows, figures = {}, [], [], [], {}
     for label, codec in inputs.codecs.items():
         codec.eval()

@@ -20,7 +20,7 @@ from robust_nic.evaluation.manifest import write_manifest
 from robust_nic.evaluation.metric_keys import run_key
 from robust_nic.evaluation.outputs import mean_of, plot_delta_psnr_vs_eps, write_rows_csv
 from robust_nic.evaluation.runner import Evaluation, evaluation_attack, measure_images
-from robust_nic.evaluation.setup import prepare, required_attack
+from robust_nic.evaluation.setup import prepare
 from robust_nic.studies import STUDIES
 
 log = logging.getLogger(__name__)
@@ -65,17 +65,10 @@ def run_noise(cfg: DictConfig, run_dir: Path) -> dict:
     resume), with the noise as one more kind of row beside the attack's."""
     inputs = prepare(cfg, run_dir, read_images=False, resume_from=ROWS)
     settings = inputs.settings
-    attack = required_attack(settings, "noise")
-    if attack.budget.norm != "rms":
-        raise ConfigError("study=noise gives budgets as MSE: use attack.norm=rms")
-    if attack.name == "noise":
-        raise ConfigError(
-            "study=noise compares noise with an attack: choose attack=pgd, chen2023, ifgsm or mifgsm"
-        )
     mse_levels = STUDIES.options("noise", inputs.study).mse
     codec = inputs.codec
     coder = build_defense(inputs.defense_cfg, codec).to(inputs.device)
-    attack = evaluation_attack(settings)
+    attack = evaluation_attack(settings)  # one gradient attack with an RMS budget (checks.check_study_attack)
     noise = dataclasses.replace(attack, name="noise")  # same budget, seed and L-inf box
     attacks = {"noise": (noise, codec)} | {
         kind: (attack, source) for kind, source in attack_sources(settings, codec, coder).items()

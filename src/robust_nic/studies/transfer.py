@@ -136,8 +136,8 @@ def run_transfer(cfg: DictConfig, run_dir: Path) -> dict:
     """`python evaluate.py study=transfer attack=pgd ... [study.codecs=[A,B]]`: CSVs, heat-maps, JSONs."""
     inputs = prepare(cfg, run_dir)
     settings, options = inputs.settings, STUDIES.options("transfer", inputs.study)
-    attack = required_attack(settings, "transfer")
-    attack = attack.with_eps(single_eps(settings, "transfer"))
+    attack = required_attack(settings)
+    attack = attack.with_eps(single_eps(settings))
     fit = options.fit
     coders = {
         label: build_defense(inputs.defense_cfg, codec).to(inputs.device)
