@@ -124,15 +124,16 @@ def small_codec():
     return train_small_codec()
 
 
-def assert_names_declared(run_dir: Path) -> None:
-    """Every per_image.csv column and metrics.json key of an evaluation is a name metric_keys declares: a
-    new ad-hoc name, a hyphen or an old-style `<quantity>_attacked` / `<quantity>_delta` fails here."""
+def assert_names_declared(run_dir: Path, rows: str = "per_image.csv") -> None:
+    """Every `rows` column (per_image.csv; the noise study's noise_per_image.csv) and metrics.json key of an
+    evaluation is a name metric_keys declares: a new ad-hoc name, a hyphen or an old-style
+    `<quantity>_attacked` / `<quantity>_delta` fails here."""
     import csv
     import json
 
     from robust_nic.evaluation import metric_keys
 
-    with open(Path(run_dir) / "per_image.csv", newline="") as handle:
+    with open(Path(run_dir) / rows, newline="") as handle:
         columns = next(csv.reader(handle))
     keys = list(json.loads((Path(run_dir) / "metrics.json").read_text()))
     assert columns and keys

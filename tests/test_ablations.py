@@ -123,3 +123,40 @@ def test_budget_ablation_has_attack_and_noise_at_each_mse(tmp_path, photo_dir, c
         eps = math.sqrt(float(row["mse"]))
         assert float(row["delta_psnr"]) == pytest.approx(metrics[f"test/{kind}/eps_{eps:g}/delta_psnr"])
         assert float(row["eps"]) == pytest.approx(eps) and math.isfinite(float(row["bpp"]))
+
+
+def test_a_stopped_jobs_partial_numbers_stay_out_of_the_sweep_tables(tmp_path, caplog):
+    """A job that stopped leaves a metrics.json marked partial (the images it finished): the sweep summary
+    and the budget ablation leave it out, saying so, instead of tabulating a mean over fewer images."""
+    import yaml
+
+    from robust_nic.ablation import budget_rows
+    from robust_nic.sweep import summarize_sweep
+
+    for job, partial in (("0", False), ("1", True)):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"attack.eps={0.01 * (1 + int(job))}"])
+        )
+        config = {
+            "attack": {"name": "chen2023", "distance": "mse", "steps": 2, "eps": 0.01},
+            "study": {"mse": [1e-4]},
+        }
+        (tmp_path / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        metrics = {
+            "test/adv/delta_psnr": 3.0 + int(job),
+            "test/noise/delta_psnr": 0.1,
+            "test/clean/psnr": 30.0,
+        }
+        (tmp_path / job / "metrics.json").write_text(
+            json.dumps(
+                metrics
+                | ({"partial": True, "partial_reason": "stopped by KeyboardInterrupt"} if partial else {})
+            )
+        )
+    with caplog.at_level("WARNING"):
+        rows = summarize_sweep(tmp_path)
+        budget = budget_rows(tmp_path)
+    assert [r["job"] for r in rows] == ["0"] and {r["job"] for r in budget} == {"0"}
+    assert "1/metrics.json is partial (stopped by KeyboardInterrupt)" in caplog.text
+    assert "| 1 |" not in (tmp_path / "summary.md").read_text()

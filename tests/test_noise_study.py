@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import assert_names_declared, compose_config
 from test_batched_evaluation import assert_same_rows
 
 from robust_nic.codecs import export_codec
@@ -76,6 +76,7 @@ def test_the_rows_are_the_runners_with_the_budget_as_mse(uninterrupted):
     saved = metrics(run_dir)
     assert saved["test/images"] == 3 and saved["skipped"] == [] and "partial" not in saved
     assert saved["test/noise/eps_0.01/delta_psnr"] == pytest.approx(float(table[0]["noise/delta_psnr"]))
+    assert_names_declared(run_dir, rows="noise_per_image.csv")
 
 
 def test_a_stopped_study_continues_to_the_rows_of_an_uninterrupted_one(

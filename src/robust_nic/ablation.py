@@ -8,7 +8,6 @@ as the runner measured them through the entropy coder (nothing is recomputed her
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -23,7 +22,7 @@ from robust_nic.evaluation.outputs import plot_delta_psnr_vs_eps, write_rows_csv
 from robust_nic.plotting import plt, save_figure
 from robust_nic.rows import markdown_table
 from robust_nic.run_dir import job_dirs
-from robust_nic.sweep import job_results
+from robust_nic.sweep import finished_metrics, job_results
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +66,9 @@ def budget_rows(sweep_dir: Path) -> list[dict]:
     rows = []
     for job_dir in job_dirs(sweep_dir):
         metrics_file = job_dir / "metrics.json"
-        if not metrics_file.is_file():
+        metrics = finished_metrics(metrics_file) if metrics_file.is_file() else None
+        if metrics is None:
             continue
-        metrics = json.loads(metrics_file.read_text())
         attack = job_attack(job_dir)
         study = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())["study"]
         budgets = [math.sqrt(float(m)) for m in study["mse"]]

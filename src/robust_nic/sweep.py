@@ -20,12 +20,25 @@ log = logging.getLogger(__name__)
 RESULT_FILES = ("metrics.json", "train_metrics.json")
 
 
+def finished_metrics(path: Path) -> dict | None:
+    """A job's results file, or None (with a warning naming it) when it is marked partial: a stopped job's
+    numbers cover only the images it finished and never enter a sweep's table."""
+    data = json.loads(path.read_text())
+    if data.get("partial"):
+        log.warning("%s is partial (%s): left out of the sweep's tables; re-run the job to finish it",
+                    path, data.get("partial_reason", "stopped"))  # fmt: skip
+        return None
+    return data
+
+
 def job_results(job_dir: Path) -> dict | None:
-    """A job's overrides and flat final metrics, or None if it left no results."""
+    """A job's overrides and flat final metrics, or None if it left no finished results."""
     for name in RESULT_FILES:
         path = job_dir / name
         if path.is_file():
-            data = json.loads(path.read_text())
+            data = finished_metrics(path)
+            if data is None:
+                return None
             metrics = data.get("metrics", data)
             overrides_file = job_dir / ".hydra" / "overrides.yaml"
             overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []

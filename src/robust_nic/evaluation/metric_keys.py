@@ -91,7 +91,9 @@ BY_NAME = {m.name: m for m in (*METRICS, *RECORDED)}
 CLEAN_METRICS = tuple(m for m in METRICS if m.clean)
 NOISE = "noise"  # the noise study's random-noise rows
 KINDS = (CLEAN, *ATTACK_KINDS, NOISE)
-ROW_FIELDS = ("image", "eps", "ms_ssim_scales")  # per_image.csv columns that are not a kind's quantity
+# per_image.csv (and the noise study's noise_per_image.csv, with its budget as `mse`) columns that are not
+# a kind's quantity
+ROW_FIELDS = ("image", "eps", "mse", "ms_ssim_scales")
 RUN_NUMBERS = ("images", "skipped_images", "ms_ssim_scales")  # test/<name>
 RUN_FIELDS = ("skipped", "partial", "partial_reason", "training_images")  # metrics.json entries, not numbers
 # Earlier names of the same quantities (same numbers): read from old run directories, never written.
