@@ -194,7 +194,9 @@ def test_second_job_into_a_held_run_dir_exits_2_and_touches_nothing(tmp_path, ph
         path.write_text(text)
     holder = hold_lock(run_dir)
     try:
-        args = FAST if script == "train.py" else ["data=folder"]
+        codec = tmp_path / "codec.ckpt"  # evaluate.py's settings name a codec file; the lock stops it first
+        codec.write_bytes(b"")
+        args = FAST if script == "train.py" else ["data=folder", f"model.checkpoint={codec}"]
         out = subprocess.run(
             [sys.executable, script, *args, f"data.root={photo_dir}", f"hydra.run.dir={run_dir}"],
             cwd=ROOT,
