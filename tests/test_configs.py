@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from pathlib import Path
 
 import pytest
 from hydra.errors import HydraException
@@ -177,24 +176,25 @@ def test_codec_configs_set_their_training_length(overrides, steps, every):
 @pytest.mark.parametrize(
     "paper_overrides",
     [
-        {"train_root": "/data/train", "qualities": [3]},  # the paper on Kodak with a training folder
+        {"train_root": "train", "qualities": [3]},  # the paper on Kodak with a training folder
         {"pretrained": False, "dataset": "samples", "models": ["tiny"], "focus": {"model": "tiny", "loss": "mse"}},
     ],
 )
-def test_every_job_the_paper_plans_passes_the_checks(paper_overrides, tmp_path):
+def test_every_job_the_paper_plans_passes_the_checks(paper_overrides, tmp_path, monkeypatch):
     """paper.py's jobs run in stages over hours: a job refused at its start after earlier stages finished
-    would waste them, so each planned command's overrides pass the checks of its app now (given the files
-    the earlier stages write that the checks read: the latent ranges)."""
+    would waste them, so each planned command's overrides pass the checks of its app now, given the files
+    the earlier stages (and the weights download) leave."""
     from robust_nic import paper
     from robust_nic.settings import PaperSettings, typed
 
-    settings = typed(PaperSettings, "paper", paper_overrides | {"out": str(tmp_path)})
-    jobs = paper.build_jobs(settings, log=lambda _: None)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # where the zoo weights are downloaded
+    (tmp_path / "train").mkdir()
+    given = paper_overrides | {"out": str(tmp_path / "paper")}
+    if "train_root" in given:
+        given["train_root"] = str(tmp_path / given["train_root"])
+    jobs = paper.build_jobs(typed(PaperSettings, "paper", given), log=lambda _: None)
     for job in jobs:
-        if job.argv and job.argv[2] == "fit-latent-range":  # stage 1 writes what defense=latent_range reads
-            ranges = Path(job.argv[job.argv.index("--out") + 1])
-            ranges.parent.mkdir(parents=True, exist_ok=True)
-            ranges.touch()
+        make_input_files(job.argv)
     checked = 0
     for job in jobs:
         if not job.argv:
@@ -210,6 +210,22 @@ def test_every_job_the_paper_plans_passes_the_checks(paper_overrides, tmp_path):
     assert checked == len(jobs) - 1
 
 
+def make_input_files(argv: list[str]) -> None:
+    """The codec and ranges files a job reads, as the stage before it (or the weights download) leaves them."""
+    from pathlib import Path
+
+    values = [v for a, v in zip(argv, argv[1:], strict=False) if a == "--checkpoint"]
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in ("model.checkpoint", "defense.ranges"):
+            values.append(value)
+        elif key == "study.codecs":
+            values += value.strip("[]").split(",")
+    for value in values:
+        Path(value).parent.mkdir(parents=True, exist_ok=True)
+        Path(value).touch()
+
+
 def sweep_jobs(app: str, overrides: list[str]) -> list[list[str]]:
     """The jobs of a multirun whose sweep is its config's hydra.sweeper.params (an ablation experiment; one
     job without)."""
@@ -219,3 +235,47 @@ def sweep_jobs(app: str, overrides: list[str]) -> list[list[str]]:
         params = compose(config_name=app, overrides=overrides, return_hydra_config=True).hydra.sweeper.params
     choices = [[f"{key}={value}" for value in str(values).split(",")] for key, values in (params or {}).items()]
     return [[*overrides, *combination] for combination in itertools.product(*choices)]
+
+
+@pytest.mark.parametrize(
+    "app,overrides,says",
+    [
+        ("train", ["trainer.max_steps=-1"], "trainer.max_steps=-1 must be a whole number >= 1"),
+        ("train", ["trainer.max_steps=null"], "trainer.max_steps=None must be a whole number >= 1"),
+        ("train", ["optim.lr=-1"], "optim.lr=-1.0 must be in (0, inf]"),
+        ("train", ["optim.milestones=[1.5]"], "optim.milestones=1.5 must be in (0, 1]"),
+        ("train", ["optim.gamma=-3"], "optim.gamma=-3.0 must be in (0, 1]"),
+        ("train", ["train.consistency_weight=-1"], "train.consistency_weight=-1.0 must be in [0, inf]"),
+        ("train", ["attack.eps=0.01", "+train.val_attack.stepz=5"], "unknown setting(s) train.val_attack.stepz"),
+        ("train", ["attack.eps=0.01", "train.val_attack.steps=0"], "train.val_attack.steps=0 must be in [1, inf]"),
+        ("train", ["attack.eps=0.01", "train.val_attack.name=bogus"], "train.val_attack: unknown attack 'bogus'"),
+        ("train", ["data=folder", "data.root=/nonexistent"], "data.root=/nonexistent is not a folder"),
+        ("train", ["model.checkpoint=/nonexistent.ckpt"], "model.checkpoint=/nonexistent.ckpt does not exist"),
+        ("evaluate", ["device=gpu"], "device=gpu is unknown; choose auto | cpu | cuda | cuda:N | mps"),
+        ("evaluate", ["model=elic", "model.pretrained=true"], "model.pretrained=false, or load weights with"),
+        ("evaluate", ["model.checkpoint=/nonexistent.ckpt"], "model.checkpoint=/nonexistent.ckpt does not exist"),
+        ("evaluate", ["model.checkpoint=CKPT", "study=transfer", "attack=pgd", "study.codecs=[CKPT,/x.ckpt]"],
+         "study.codecs[1]=/x.ckpt does not exist"),
+        ("evaluate", ["model.checkpoint=CKPT", "study=transfer", "attack=pgd", "study.codecs=[CKPT]",
+                      "study.labels=[a,b]"], "study.labels has 2 names for 1 study.codecs"),
+        ("evaluate", ["model.checkpoint=CKPT", "data=folder", "data.root=/nonexistent"],
+         "data.root=/nonexistent is not a folder"),
+        ("evaluate", ["model.checkpoint=CKPT", "study=noise", "attack=pgd", "study.mse=[0.5]"],
+         "study.mse=0.5 must be in (0, 0.0625]"),
+    ],
+)
+def test_settings_that_failed_after_work_started_are_refused_before(app, overrides, says, tmp_path):
+    checkpoint = tmp_path / "codec.ckpt"
+    checkpoint.write_bytes(b"")  # exists; never read by the checks
+    with pytest.raises((ConfigError, *user_errors())) as refused:
+        check_before_work(app, [o.replace("CKPT", str(checkpoint)) for o in overrides])
+    assert says in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
+
+
+def test_a_cuda_device_the_machine_lacks_is_refused_before_any_work(tmp_path):
+    import torch
+
+    (tmp_path / "codec.ckpt").write_bytes(b"")
+    device = f"cuda:{torch.cuda.device_count()}"  # one more than the machine has
+    with pytest.raises(ConfigError, match=rf"device={device} but this machine has \d+ CUDA device"):
+        check_before_work("evaluate", [f"model.checkpoint={tmp_path / 'codec.ckpt'}", f"device={device}"])

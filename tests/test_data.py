@@ -160,12 +160,14 @@ def test_images_coded_whole_above_max_pixels_stop_the_run_before_any_work(tmp_pa
         split_files(DataSettings(name="folder", root=str(folder), max_pixels=100_000))
     files = split_files(DataSettings(name="folder", root=str(folder), max_pixels=300_000))
     assert {p.name for p in files["test"]} == {"coffee.png", "small.png"}
+    unread = tmp_path / "unread.ckpt"  # a checkpoint file that must not be read: not a codec at all
+    unread.write_bytes(b"not a checkpoint")
     run = subprocess.run(
         [sys.executable, "evaluate.py", "data=folder", f"data.root={folder}", "data.max_pixels=100000",
-         "model.checkpoint=/nonexistent.ckpt", f"hydra.run.dir={tmp_path / 'run'}"],
+         f"model.checkpoint={unread}", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    # Stopped on the image size, before even looking for the checkpoint.
+    # Stopped on the image size, before even reading the checkpoint.
     assert run.returncode == 2 and "data.max_pixels=100000" in run.stderr, run.stderr[-2000:]
     assert "torch CPU threads:" in run.stdout + run.stderr  # printed at start
     assert not (tmp_path / "run" / "metrics.json").exists()

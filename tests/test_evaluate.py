@@ -14,7 +14,8 @@ import pytest
 from conftest import ROOT, assert_names_declared, compose_config, photo
 from PIL import Image
 
-from robust_nic.codecs import CodecError, export_codec
+from robust_nic.codecs import export_codec
+from robust_nic.config import ConfigError
 from robust_nic.evaluation.runner import evaluate
 
 
@@ -133,9 +134,10 @@ def test_seed_makes_results_repeatable(tmp_path, photo_dir, checkpoint):
     assert first["test/adv/delta_psnr"] == second["test/adv/delta_psnr"]
 
 
-def test_untrained_tiny_codec_is_refused(tmp_path):
-    with pytest.raises(CodecError, match="model.checkpoint=PATH"):
-        evaluate(compose_config("evaluate", []), tmp_path)
+def test_untrained_tiny_codec_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="model=tiny has no weights to evaluate: give a trained codec with model.checkpoint=PATH"):
+        evaluate(compose_config("evaluate", []), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_evaluate_cli_clean_run(tmp_path, photo_dir, checkpoint):

@@ -195,7 +195,7 @@ def test_loader_workers_keep_the_batch_order(photo_dir):
     assert all(torch.equal(g, dataset.batch(5 + i)) for i, g in enumerate(got))
 
 
-@pytest.mark.parametrize("override, message", [("model=cheng2020", "allowed qualities"), ("data.root=/nonexistent", "does not exist")])
+@pytest.mark.parametrize("override, message", [("model=cheng2020", "allowed qualities"), ("data.root=/nonexistent", "data.root=/nonexistent is not a folder")])
 def test_cli_errors_exit_nonzero_with_a_message(tmp_path, override, message):
     extra = ["model.quality=9"] if override == "model=cheng2020" else []
     out = subprocess.run(

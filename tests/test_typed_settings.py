@@ -267,13 +267,16 @@ def test_data_components_take_the_typed_group(photo_dir):
 def test_a_sweep_checks_every_jobs_settings_before_the_first_job(tmp_path):
     """A multirun whose second job is refused stops before its first job runs: the experiment's sweep
     (5 optimisers) times the command line's (2 budgets) are 10 jobs, job 1 the first with eps 0.5."""
+    (tmp_path / "codec.ckpt").write_bytes(b"")  # never read: the sweep stops before
     done = subprocess.run([sys.executable, "-m", "robust_nic", "evaluate", "-m", "experiment=ablation_optimizer",
-                           "attack.eps=0.01,0.5", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                           f"model.checkpoint={tmp_path / 'codec.ckpt'}", "attack.eps=0.01,0.5",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert error_lines(done) == [
-        "error: sweep job 1 of 10 (attack=chen2023 experiment=ablation_optimizer attack.eps=0.5): attack.eps=0.5 "
+        f"error: sweep job 1 of jobs 0..9 (attack=chen2023 experiment=ablation_optimizer model.checkpoint={tmp_path / 'codec.ckpt'} "
+        "attack.eps=0.5): attack.eps=0.5 "
         "must be in (0, 0.25] for attack.norm=rms: eps is in [0,1] pixel units (rms 0.01 = the paper's MSE 1e-4, "
         "40 dB; linf 4/255 = 0.0157); for no attack use attack=none"
     ]

@@ -135,15 +135,20 @@ def fit_latent_ranges(settings: dict, out: str | None = None) -> Path:
     split of `data`, written next to the checkpoint (or to `out`)."""
     import torch
 
+    from robust_nic.checks import check_files
     from robust_nic.config import ConfigError
     from robust_nic.data import split_files, whole_image_reader
     from robust_nic.defenses.latent_range import RANGES_SUFFIX, fit_latent_range
     from robust_nic.evaluation.setup import load_eval_codec
     from robust_nic.settings import group_settings
 
-    checkpoint = group_settings(settings, "model").checkpoint
-    if not checkpoint and not out:
-        raise ConfigError("fit-latent-range needs the codec: model.checkpoint=CKPT (or --out FILE for zoo weights)")
+    model = group_settings(settings, "model")
+    checkpoint = model.checkpoint
+    if not checkpoint and not (out and model.pretrained):
+        raise ConfigError(
+            "fit-latent-range needs the codec: model.checkpoint=CKPT (or model.pretrained=true --out FILE for zoo weights)"
+        )
+    check_files(settings)
     codec = load_eval_codec(settings, torch.device("cpu"))
     data = group_settings(settings, "data")
     files = split_files(data)["train"]

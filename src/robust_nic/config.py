@@ -80,9 +80,7 @@ def resolve(cfg: DictConfig) -> dict:
     if optim is not None:
         settings["optim"] = plain(typed(OptimSettings, "optim", optim))
     if settings.get("train") is not None:
-        train = settings["train"]
-        own = {k: v for k, v in train.items() if k != "val_attack"}  # val_attack: attack.* overrides
-        settings["train"] = plain(typed(AdversarialSettings, "train", own)) | {"val_attack": train.get("val_attack")}
+        settings["train"] = plain(typed(AdversarialSettings, "train", settings["train"]))
     return settings
 
 

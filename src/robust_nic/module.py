@@ -42,8 +42,7 @@ def training_settings(settings: Mapping) -> tuple[OptimSettings, AdversarialSett
     """The `optim` and `train` groups, typed and checked (before any work, and again for the module)."""
     optim = dict(settings["optim"])
     optim["milestones"] = tuple(optim.get("milestones") or ())
-    train = {k: v for k, v in (settings.get("train") or {}).items() if k != "val_attack"}
-    return typed(OptimSettings, "optim", optim), typed(AdversarialSettings, "train", train)
+    return typed(OptimSettings, "optim", optim), typed(AdversarialSettings, "train", settings.get("train"))
 
 
 class CodecModule(L.LightningModule):

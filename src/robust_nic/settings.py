@@ -10,6 +10,7 @@ This module stays light (no torch): Hydra's config package imports it before com
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -364,6 +365,8 @@ class EvaluateRunSettings(RunSettings):
     def __post_init__(self):
         super().__post_init__()
         check_range("", "max_images", self.max_images, 1, why=" (or null for every test image)")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device={self.device} is unknown; choose auto | cpu | cuda | cuda:N | mps")
 
 
 SCHEDULERS = ("multistep", "cosine", "none")
@@ -386,6 +389,26 @@ class OptimSettings:
     def __post_init__(self):
         if self.scheduler not in (*SCHEDULERS, None):
             raise ConfigError(f"optim.scheduler={self.scheduler} is unknown; choose {' | '.join(SCHEDULERS)}")
+        for key in ("lr", "aux_lr", "clip", "entropy_lr_mult"):
+            check_range("optim", key, getattr(self, key), 0, low_open=True)
+        for value in self.milestones:
+            check_range("optim", "milestones", value, 0, 1, low_open=True, why=" (fractions of trainer.max_steps)")
+        check_range("optim", "gamma", self.gamma, 0, 1, low_open=True, why=" (the lr factor at each milestone)")
+
+
+@dataclass(frozen=True)
+class ValidationAttackSettings:
+    """`train.val_attack`: overrides of attack.* for the validation attack (null: the training attack's)."""
+
+    name: str | None = None
+    steps: int | None = None
+    proxy: str | None = None
+    random_start: bool | None = None
+
+    def __post_init__(self):
+        check_range("train.val_attack", "steps", self.steps, 1)
+        if self.proxy is not None:
+            check_choice("train.val_attack", "proxy", self.proxy, PROXIES)
 
 
 @dataclass(frozen=True)
@@ -396,9 +419,14 @@ class AdversarialSettings:
     adv_target: str = "adversarial"  # reconstruction target: the adversarial image (paper) or the source
     consistency_weight: float = 0.0  # pull attacked reconstructions towards clean ones (beyond the paper)
     robust_weight: float = 0.1  # val/robust_objective = val/rd_loss + robust_weight * val/adv/delta_psnr
+    # overrides of attack.* for the validation attack (null = the training attack's), e.g.
+    # train.val_attack.steps=200
+    val_attack: ValidationAttackSettings = field(default_factory=ValidationAttackSettings)
 
     def __post_init__(self):
         check_range("train", "adv_ratio", self.adv_ratio, 0, 1, why=" (a fraction of the batch)")
+        check_range("train", "consistency_weight", self.consistency_weight, 0)
+        check_range("train", "robust_weight", self.robust_weight, 0)
         if self.adv_target not in ("adversarial", "source"):
             raise ConfigError(f"train.adv_target={self.adv_target} is unknown; choose adversarial | source")
 

@@ -29,7 +29,7 @@ from robust_nic.data import ImageDataModule, check_training_source
 from robust_nic.module import CodecModule, training_settings
 from robust_nic.resume import ResumePoint, TrainingStopped, resume_command, resume_point
 from robust_nic.run_dir import check_writable
-from robust_nic.settings import TrainRunSettings, group_settings
+from robust_nic.settings import TrainRunSettings, group_settings, plain
 from robust_nic.trackers import build_logger, logger_dir, record_attempt_start
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     if start is not None:
         log.info("resuming from %s at batch %d", start.path, start.batches)
     L.seed_everything(run.seed, workers=True, verbose=False)
-    attack = build_attack(settings.get("attack"))
-    # Validation always keeps each image's strongest iterate, whatever the training attack returns.
-    val_overrides = {"select": "best"} | {
-        k: v for k, v in ((settings.get("train") or {}).get("val_attack") or {}).items() if v is not None
-    }
-    val_attack = build_attack(attack_variant(settings["attack"], val_overrides)) if attack else None
+    attack, val_attack = training_attacks(settings)
     codec = codec_from_settings(settings)
     module = CodecModule.from_settings(codec, settings, attack=attack, val_attack=val_attack)
     datamodule = ImageDataModule(group_settings(settings, "data"), first_batch=start.batches if start else 0,
@@ -121,12 +116,26 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks=(), overrides: list[st
     return results
 
 
+def training_attacks(settings: dict) -> tuple:
+    """The training attack and the validation attack (train.val_attack's overrides of it); (None, None)
+    without an attack. Validation always keeps each image's strongest iterate, whatever training returns."""
+    attack = build_attack(settings.get("attack"))
+    if attack is None:
+        return None, None
+    overrides = {k: v for k, v in plain(group_settings(settings, "train").val_attack).items() if v is not None}
+    try:
+        return attack, build_attack(attack_variant(settings["attack"], {"select": "best"} | overrides))
+    except ConfigError as err:
+        raise ConfigError(f"train.val_attack: {err}") from err
+
+
 def checked_settings(cfg: DictConfig) -> dict:
     """The resolved training settings, every rule checked: a mistake stops here, before any work."""
     settings = resolve(cfg)
     settings["attack"] = with_defaults(settings.get("attack"))
     check_training(settings)
     training_settings(settings)  # the optim and train groups, typed and checked
+    training_attacks(settings)  # both attacks as they will be built
     check_precision(settings["trainer"])
     check_training_source(group_settings(settings, "data"))
     return settings

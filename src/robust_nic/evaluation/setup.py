@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.checks import check_evaluation
-from robust_nic.codecs import CodecError
 from robust_nic.coding_device import set_coding_device
 from robust_nic.config import ConfigError, codec_from_settings, resolve, run_settings, save_settings
 from robust_nic.data import split_files, whole_image_reader
@@ -35,14 +34,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_eval_codec(settings: dict, device: torch.device):
-    """The codec of `settings["model"]` with its weights, in eval mode on `device`, ready to code."""
-    model = group_settings(settings, "model")
-    if not model.pretrained and not model.checkpoint:
-        raise CodecError(
-            f"model={model.name} has no pretrained weights: evaluate a trained codec with "
-            "model.checkpoint=PATH (e.g. outputs/train/RUN/checkpoints/last.ckpt), or a zoo codec with "
-            "model.pretrained=true"
-        )
+    """The codec of `settings["model"]` with its weights (checks.check_evaluation refused a codec without
+    any), in eval mode on `device`, ready to code."""
     codec = codec_from_settings(settings).to(device).eval()
     codec.update(force=True)
     return codec
@@ -79,8 +72,8 @@ def checked_settings(cfg: DictConfig) -> dict:
     """The resolved evaluation settings, every rule checked: a mistake stops here, before any work."""
     settings = resolve(cfg)
     settings["attack"] = with_defaults(settings.get("attack"))
+    check_defense(settings.get("defense"))  # its own keys only: first, whatever else the run lacks
     check_evaluation(settings)
-    check_defense(settings.get("defense"))
     return settings
 
 

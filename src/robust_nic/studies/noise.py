@@ -21,6 +21,7 @@ from robust_nic.evaluation.metric_keys import run_key
 from robust_nic.evaluation.outputs import mean_of, plot_delta_psnr_vs_eps, write_rows_csv
 from robust_nic.evaluation.runner import Evaluation, evaluation_attack, measure_images
 from robust_nic.evaluation.setup import prepare
+from robust_nic.settings import EPS_MAX, check_range
 from robust_nic.studies import STUDIES
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class NoiseOptions:
     mse: list[float] = field(default_factory=lambda: list(DEFAULT_MSE))  # budgets as MSE; attack.eps is ignored
 
     def __post_init__(self):
-        if not self.mse or any(m <= 0 for m in self.mse):
-            raise ConfigError(f"study.mse budgets must be > 0 (one or more), got {self.mse}")
+        if not self.mse:
+            raise ConfigError("study.mse=[] gives no budget; give one or more MSE budgets, e.g. study.mse=[1e-4]")
+        for mse in self.mse:  # eps = sqrt(mse) within attack.norm=rms's budget range
+            check_range("study", "mse", mse, 0, EPS_MAX["rms"] ** 2, low_open=True, why=" (an MSE: eps = sqrt(mse))")
 
 
 @STUDIES.register("noise", options=NoiseOptions)
