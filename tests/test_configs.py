@@ -247,7 +247,7 @@ def sweep_jobs(app: str, overrides: list[str]) -> list[list[str]]:
         ("train", ["optim.gamma=-3"], "optim.gamma=-3.0 must be in (0, 1]"),
         ("train", ["train.consistency_weight=-1"], "train.consistency_weight=-1.0 must be in [0, inf]"),
         ("train", ["attack.eps=0.01", "+train.val_attack.stepz=5"], "unknown setting(s) train.val_attack.stepz"),
-        ("train", ["attack.eps=0.01", "train.val_attack.steps=0"], "train.val_attack.steps=0 must be in [1, inf]"),
+        ("train", ["attack.eps=0.01", "train.val_attack.steps=0"], "train.val_attack: attack.steps and attack.restarts must be >= 1 (got 0, 1)"),
         ("train", ["attack.eps=0.01", "train.val_attack.name=bogus"], "train.val_attack: unknown attack 'bogus'"),
         ("train", ["data=folder", "data.root=/nonexistent"], "data.root=/nonexistent is not a folder"),
         ("train", ["model.checkpoint=/nonexistent.ckpt"], "model.checkpoint=/nonexistent.ckpt does not exist"),

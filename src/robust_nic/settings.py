@@ -397,21 +397,6 @@ class OptimSettings:
 
 
 @dataclass(frozen=True)
-class ValidationAttackSettings:
-    """`train.val_attack`: overrides of attack.* for the validation attack (null: the training attack's)."""
-
-    name: str | None = None
-    steps: int | None = None
-    proxy: str | None = None
-    random_start: bool | None = None
-
-    def __post_init__(self):
-        check_range("train.val_attack", "steps", self.steps, 1)
-        if self.proxy is not None:
-            check_choice("train.val_attack", "proxy", self.proxy, PROXIES)
-
-
-@dataclass(frozen=True)
 class AdversarialSettings:
     """The `train` group: how adversarial examples enter finetuning (active with an attack)."""
 
@@ -419,9 +404,9 @@ class AdversarialSettings:
     adv_target: str = "adversarial"  # reconstruction target: the adversarial image (paper) or the source
     consistency_weight: float = 0.0  # pull attacked reconstructions towards clean ones (beyond the paper)
     robust_weight: float = 0.1  # val/robust_objective = val/rd_loss + robust_weight * val/adv/delta_psnr
-    # overrides of attack.* for the validation attack (null = the training attack's), e.g.
-    # train.val_attack.steps=200
-    val_attack: ValidationAttackSettings = field(default_factory=ValidationAttackSettings)
+    # overrides of attack.* keys for the validation attack (null or absent: the training attack's), e.g.
+    # train.val_attack.steps=200; checked as the attack is built (training.training_attacks)
+    val_attack: dict = field(default_factory=lambda: dict.fromkeys(("name", "steps", "proxy", "random_start")))
 
     def __post_init__(self):
         check_range("train", "adv_ratio", self.adv_ratio, 0, 1, why=" (a fraction of the batch)")

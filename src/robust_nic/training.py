@@ -13,7 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from robust_nic.attacks import build_attack, with_defaults
+from robust_nic.attacks.factory import SHARED_KEYS
 from robust_nic.attacks.factory import variant as attack_variant
+from robust_nic.attacks.optimizers import knobs
 from robust_nic.checkpoints import LAST, StopRequested
 from robust_nic.checks import check_training
 from robust_nic.coding_device import set_coding_device
@@ -29,7 +31,7 @@ from robust_nic.data import ImageDataModule, check_training_source
 from robust_nic.module import CodecModule, training_settings
 from robust_nic.resume import ResumePoint, TrainingStopped, resume_command, resume_point
 from robust_nic.run_dir import check_writable
-from robust_nic.settings import TrainRunSettings, group_settings, plain
+from robust_nic.settings import TrainRunSettings, group_settings
 from robust_nic.trackers import build_logger, logger_dir, record_attempt_start
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,11 @@ def training_attacks(settings: dict) -> tuple:
     attack = build_attack(settings.get("attack"))
     if attack is None:
         return None, None
-    overrides = {k: v for k, v in plain(group_settings(settings, "train").val_attack).items() if v is not None}
+    overrides = {k: v for k, v in group_settings(settings, "train").val_attack.items() if v is not None}
+    unknown = sorted(set(overrides) - set(SHARED_KEYS) - knobs())
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(f'train.val_attack.{k}' for k in unknown)}; "
+                          "train.val_attack takes attack.* keys (e.g. name, steps, proxy, random_start)")  # fmt: skip
     try:
         return attack, build_attack(attack_variant(settings["attack"], {"select": "best"} | overrides))
     except ConfigError as err:
