@@ -102,12 +102,38 @@ def test_every_pair_of_options(app, groups):
         ("evaluate", ["study=noise", "attack=pgd", "attack.norm=linf"], "use attack.norm=rms, not linf"),
         ("evaluate", ["study=transfer", "attack=pgd", "attack.eps=[0.01,0.02]"], "study=transfer takes one attack.eps"),
         ("evaluate", ["study=latents"], "study=latents needs an attack"),
+        ("evaluate", ["defense=resize", "defense.factor=2"], "defense.factor=2.0 must be in (0, 1]"),
+        ("evaluate", ["defense=bitdepth", "defense.bits=9"], "defense.bits=9 must be in [1, 8]"),
+        ("evaluate", ["defense=bitdepth", "defense.bits=2.5"], "defense.bits=2.5 is not a valid setting"),
+        ("evaluate", ["defense=bitdepth", "+defense.foo=1"], "unknown setting(s) defense.foo; defense="),
+        ("evaluate", ["defense=self_ensemble", "defense.transforms=[0,0]"], "defense.transforms=[0, 0] must"),
+        ("evaluate", ["defense=self_ensemble", "defense.transforms=[8]"], "defense.transforms=[8]: dihedral"),
+        ("evaluate", ["defense=latent_range", "attack=pgd"], "latent_range needs defense.ranges=FILE"),
+        ("evaluate", ["defense=latent_range", "defense.ranges=nope.pt"], "defense.ranges=nope.pt does not"),
     ],
 )
 def test_combinations_that_used_to_fail_after_work_started_are_refused_before(app, overrides, says):
     with pytest.raises((ConfigError, *user_errors())) as refused:
         check_before_work(app, overrides)
     assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        (["defense=resize", "defense.factor=2"], "error: defense.factor=2.0 must be in (0, 1]"),
+        (["defense=latent_range", "attack=pgd"], "error: defense=latent_range needs defense.ranges=FILE"),
+    ],
+    ids=["resize", "latent_range"],
+)
+def test_a_refused_defense_stops_the_command_before_its_run_directory(overrides, error, tmp_path):
+    from test_typed_settings import error_lines, run_cli
+
+    done = run_cli("evaluate", overrides, tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = error_lines(done)
+    assert len(lines) == 1 and lines[0].startswith(error), lines
+    assert not (tmp_path / "run").exists()
 
 
 def test_ms_ssim_training_on_small_crops_passes_the_checks():

@@ -25,6 +25,7 @@ from robust_nic.defenses import (
 )
 from robust_nic.metrics import mse_per_image, psnr, to_8bit
 from robust_nic.reconstruction import Surrogate, entropy_modules, patched_quantize
+from robust_nic.settings import ConfigError
 
 DEFENSE_CFGS = [
     {"name": "none"},
@@ -234,5 +235,7 @@ def test_build_defense_from_hydra_configs(codec):
         build_defense({"name": "resize", "bits": 3}, codec)
     with pytest.raises(DefenseError):
         build_defense({"name": "self_ensemble", "transforms": [0, 0]}, codec)
-    with pytest.raises(DefenseError):
+    with pytest.raises(DefenseError, match=r"defense\.bits=9 must be in \[1, 8\]"):
         build_defense({"name": "bitdepth", "bits": 9}, codec)
+    with pytest.raises(ConfigError, match=r"defense\.factor=2 must be in \(0, 1\]"):
+        Resize(codec, factor=2)  # from Python: the options' own check

@@ -23,14 +23,26 @@ from torch import Tensor, nn
 
 from robust_nic.coding import Coded, code, forward_padded, pad
 from robust_nic.defenses.base import DEFENSES, Defense
+from robust_nic.settings import ConfigError, check_range
 
 RANGES_SUFFIX = ".latent_range.pt"
+FIT = f"`robust-nic fit-latent-range model.checkpoint=CKPT` (writes CKPT{RANGES_SUFFIX})"
 
 
 @dataclass(frozen=True)
 class LatentRangeOptions:
-    ranges: str | None = None  # the file written by `robust-nic fit-latent-range`
+    ranges: str | None = None  # the file written by `robust-nic fit-latent-range` (required)
     margin: float = 0.0  # widen each channel's range by this fraction of its width on both sides
+
+    def __post_init__(self):
+        # Checked with the settings, so a missing file stops the run before the codec is loaded.
+        if self.ranges is None:
+            raise ConfigError(
+                f"defense=latent_range needs defense.ranges=FILE: fit it on the training photos with {FIT}"
+            )
+        if not Path(self.ranges).is_file():
+            raise ConfigError(f"defense.ranges={self.ranges} does not exist; fit it with {FIT}")
+        check_range("defense", "margin", self.margin, 0)
 
 
 class ChannelClamp(nn.Module):
@@ -61,15 +73,11 @@ def fit_latent_range(codec: CompressionModel, images) -> dict:
 
 
 def load_ranges(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(
-            f"defense.ranges={path} does not exist; fit it with `robust-nic fit-latent-range model.checkpoint=CKPT` "
-            f"(writes CKPT{RANGES_SUFFIX})"
-        )
     ranges = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
     if not isinstance(ranges, dict) or not {"low", "high"} <= set(ranges):
-        raise ValueError(f"{path} is not a latent-range file (no low/high); re-run robust-nic fit-latent-range")
+        raise ValueError(
+            f"{path} is not a latent-range file (no low/high); re-run robust-nic fit-latent-range"
+        )
     return ranges
 
 
@@ -79,13 +87,8 @@ class LatentRange(Defense):
 
     def __init__(self, codec: CompressionModel, ranges: str | None = None, margin: float = 0.0):
         super().__init__(codec)
-        if ranges is None:
-            raise ValueError(
-                "defense=latent_range needs defense.ranges=FILE: fit it on the training photos with "
-                f"`robust-nic fit-latent-range model.checkpoint=CKPT` (writes CKPT{RANGES_SUFFIX})"
-            )
-        if margin < 0:
-            raise ValueError(f"defense.margin must be >= 0, got {margin}")
+        options = LatentRangeOptions(ranges, margin)  # checks the values and that the file exists
+        ranges, margin = options.ranges, options.margin
         fitted = load_ranges(ranges)
         low, high = fitted["low"], fitted["high"]
         channels = getattr(codec, "M", None)

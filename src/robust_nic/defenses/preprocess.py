@@ -14,6 +14,7 @@ from torch import Tensor
 from robust_nic.coding import Coded, code, forward_padded, sync
 from robust_nic.defenses.base import DEFENSES, Defense
 from robust_nic.metrics import to_8bit
+from robust_nic.settings import ConfigError, check_range
 
 
 def bicubic(x: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
@@ -25,6 +26,9 @@ def bicubic(x: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
 class ResizeOptions:
     factor: float = 0.5  # in (0, 1]
     antialias: bool = True
+
+    def __post_init__(self):
+        check_range("defense", "factor", self.factor, 0, 1, low_open=True)
 
 
 @DEFENSES.register("resize", options=ResizeOptions)
@@ -40,10 +44,9 @@ class Resize(Defense):
 
     def __init__(self, codec: CompressionModel, factor: float = 0.5, antialias: bool = True):
         super().__init__(codec)
-        if not 0 < factor <= 1:
-            raise ValueError(f"resize factor must be in (0, 1], got {factor}")
-        self.factor = float(factor)
-        self.antialias = bool(antialias)
+        options = ResizeOptions(factor, antialias)  # checks the values
+        self.factor = float(options.factor)
+        self.antialias = bool(options.antialias)
 
     @property
     def description(self) -> str:
@@ -91,7 +94,12 @@ def reduce_bits(x: Tensor, bits: int) -> Tensor:
 
 @dataclass(frozen=True)
 class BitDepthOptions:
-    bits: int = 5
+    bits: int = 5  # in 1..8
+
+    def __post_init__(self):
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool):
+            raise ConfigError(f"defense.bits={self.bits!r} must be an int in [1, 8]")
+        check_range("defense", "bits", self.bits, 1, 8)
 
 
 @DEFENSES.register("bitdepth", options=BitDepthOptions)
@@ -106,9 +114,7 @@ class BitDepth(Defense):
 
     def __init__(self, codec: CompressionModel, bits: int = 5):
         super().__init__(codec)
-        if not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise ValueError(f"bitdepth bits must be an int in 1..8, got {bits!r}")
-        self.bits = bits
+        self.bits = BitDepthOptions(bits).bits  # checks the value
 
     @property
     def description(self) -> str:

@@ -21,6 +21,7 @@ from robust_nic.defenses import container, dihedral
 from robust_nic.defenses.base import DEFENSES, Defense
 from robust_nic.metrics import mse_per_image, to_8bit
 from robust_nic.scoped import eval_mode
+from robust_nic.settings import ConfigError
 
 
 @dataclass
@@ -34,6 +35,14 @@ class SelfEnsembleCoded(Coded):
 class SelfEnsembleOptions:
     transforms: list[int] = field(default_factory=lambda: list(range(8)))  # dihedral indices 0..7
 
+    def __post_init__(self):
+        try:
+            indices = [dihedral.check_index(k) for k in self.transforms]
+        except ValueError as err:
+            raise ConfigError(f"defense.transforms={list(self.transforms)}: {err}") from err
+        if not indices or len(set(indices)) != len(indices):
+            raise ConfigError(f"defense.transforms={indices} must be distinct indices in 0..7, at least one")
+
 
 @DEFENSES.register("self_ensemble", options=SelfEnsembleOptions)
 class SelfEnsemble(Defense):
@@ -41,10 +50,7 @@ class SelfEnsemble(Defense):
 
     def __init__(self, codec: CompressionModel, transforms: Sequence[int] = tuple(range(8))):
         super().__init__(codec)
-        transforms = [dihedral.check_index(int(k)) for k in transforms]
-        if not transforms or len(set(transforms)) != len(transforms):
-            raise ValueError(f"self_ensemble transforms must be distinct indices in 0..7, got {transforms}")
-        self.transforms = transforms
+        self.transforms = SelfEnsembleOptions([int(k) for k in transforms]).transforms  # checks the values
 
     @property
     def index_bits(self) -> int:

@@ -17,6 +17,7 @@ from robust_nic.checks import check_evaluation
 from robust_nic.coding_device import set_coding_device
 from robust_nic.config import ConfigError, codec_from_settings, resolve, run_settings, save_settings
 from robust_nic.data import split_files, whole_image_reader
+from robust_nic.defenses import check_defense
 from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
 from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.resume import check_same_settings
@@ -71,6 +72,7 @@ def checked_settings(cfg: DictConfig) -> dict:
     """The resolved evaluation settings, every rule checked: a mistake stops here, before any work."""
     settings = resolve(cfg)
     settings["attack"] = with_defaults(settings.get("attack"))
+    check_defense(settings.get("defense"))  # its own keys only: first, whatever else the run lacks
     check_evaluation(settings)
     return settings
 
