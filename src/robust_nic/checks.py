@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from robust_nic.codecs import CodecError, pretrained_url
-from robust_nic.config import ConfigError
+from robust_nic.config import ConfigError, run_settings
 from robust_nic.metrics import MS_SSIM_MIN_SIDE, MS_SSIM_WEIGHTS, ms_ssim_scales
 from robust_nic.settings import group_settings
 
@@ -65,7 +65,7 @@ def check_evaluation(settings: Mapping) -> None:
         )
     check_files(settings)
     check_folders(settings)
-    check_device(settings.get("device") or "auto")
+    check_device(run_settings(settings).device)
     labels, codecs = (settings.get("study") or {}).get("labels"), (settings.get("study") or {}).get("codecs")
     if labels and len(labels) != len(codecs or []):
         raise ConfigError(f"study.labels has {len(labels)} names for {len(codecs or [])} study.codecs; give one per codec")

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from robust_nic.attacks import build_attack, with_defaults
 from robust_nic.checks import check_evaluation
 from robust_nic.coding_device import set_coding_device
-from robust_nic.config import ConfigError, codec_from_settings, resolve, run_settings, save_settings
+from robust_nic.config import codec_from_settings, resolve, run_settings, save_settings
 from robust_nic.data import split_files, whole_image_reader
 from robust_nic.defenses import check_defense
 from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
@@ -124,11 +124,7 @@ def load_codecs(settings: dict, device: torch.device) -> dict[str, CompressionMo
     """
     study = settings.get("study") or {}
     paths = [str(p) for p in (study.get("codecs") or [])]
-    labels = list(study.get("labels") or [])
-    if labels and len(labels) != len(paths):
-        raise ConfigError(
-            f"study.labels has {len(labels)} names for {len(paths)} study.codecs; give one per codec"
-        )
+    labels = list(study.get("labels") or [])  # one per study.codecs entry (checks.check_evaluation)
     main = settings["model"].get("checkpoint")
     codecs = {study.get("label") or model_label(settings["model"]): load_eval_codec(settings, device)}
     for index, path in enumerate(paths):
