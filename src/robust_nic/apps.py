@@ -85,7 +85,7 @@ def job_named(number: int, count: int, overrides: list[str]):
     try:
         yield
     except ConfigError as err:
-        raise type(err)(f"sweep job {number} of jobs 0..{count - 1} ({' '.join(overrides)}): {err}") from err
+        raise ConfigError(f"sweep job {number} of jobs 0..{count - 1} ({' '.join(overrides)}): {err}") from err
 
 
 @hydra.main(version_base="1.3", config_path="pkg://robust_nic.conf", config_name="train")
