@@ -216,12 +216,15 @@ def test_a_refused_setting_leaves_no_run_directory(tmp_path):
             "attack=pgd attack.eps=0.5",
             "error: attack.eps=0.5 must be in (0, 0.25] for attack.norm=rms",
         ),
-        ("evaluate", "attack=pgd +attack.bogus=1", "error: attack=pgd has no option(s) ['attack.bogus']"),
-        ("evaluate", "study=noise study.mse=oops", "error: study.mse='oops' is not a valid setting"),
+        ("evaluate", "model.checkpoint=CKPT attack=pgd +attack.bogus=1",
+         "error: attack=pgd has no option(s) ['attack.bogus']"),
+        ("evaluate", "model.checkpoint=CKPT study=noise attack=pgd study.mse=oops",
+         "error: study.mse='oops' is not a valid setting"),
     ],
 )
 def test_settings_errors_through_the_command_line(tmp_path, app, override, message):
-    done = run_cli(app, override.split(), tmp_path)
+    (tmp_path / "codec.ckpt").write_bytes(b"")  # a codec file the checks find (never read)
+    done = run_cli(app, override.replace("CKPT", str(tmp_path / "codec.ckpt")).split(), tmp_path)
     assert done.returncode == 2, done.stderr
     assert len(error_lines(done)) == 1 and error_lines(done)[0].startswith(message), done.stderr
     assert not (tmp_path / "run").exists()
