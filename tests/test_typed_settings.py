@@ -284,3 +284,12 @@ def test_a_sweep_checks_every_jobs_settings_before_the_first_job(tmp_path):
         "40 dB; linf 4/255 = 0.0157); for no attack use attack=none"
     ]
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_warning_of_the_settings_check_is_said_once(tmp_path):
+    """The early check (before the run directory) and the job's own check see the same settings: the
+    fewer-scales warning of loss=ms_ssim on small crops comes once, from the job."""
+    done = run_cli("train", ["loss=ms_ssim", "trainer.max_steps=1", "logger=none", "data.max_val_images=1"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (done.stdout + done.stderr).count("uses 3 of MS-SSIM's 5 scales") == 1
+    assert "uses 3 of MS-SSIM's 5 scales" in (tmp_path / "run" / "train.log").read_text()

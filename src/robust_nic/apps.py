@@ -2,6 +2,7 @@
 paper.py, thin doors to these): the same overrides everywhere, the configs from inside the package."""
 
 import contextlib
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ class CheckSettings(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from robust_nic.cli import one_line_errors
 
-        with one_line_errors(logged=False):
+        with one_line_errors(logged=False), quiet():
             checked_settings(self.app, without_hydra(config))
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
@@ -53,8 +54,21 @@ class CheckSettings(Callback):
 
         jobs = sweep_jobs(config)
         for number, overrides in enumerate(jobs):
-            with one_line_errors(logged=False), job_named(number, len(jobs), overrides):
+            with one_line_errors(logged=False), job_named(number, len(jobs), overrides), quiet():
                 checked_settings(self.app, without_hydra(compose(config_name=self.app, overrides=overrides)))
+
+
+@contextlib.contextmanager
+def quiet():
+    """The early check says only what refuses a run: its warnings (e.g. fewer MS-SSIM scales) come once,
+    from the job's own check, in the job's log."""
+    logger = logging.getLogger("robust_nic")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def without_hydra(config: DictConfig) -> DictConfig:
