@@ -28,7 +28,7 @@ from robust_nic.evaluation.outputs import (
     write_rows_csv,
 )
 from robust_nic.evaluation.resume import ROWS, finished_rows, seed_image, seeded_for
-from robust_nic.evaluation.setup import eval_settings, prepare
+from robust_nic.evaluation.setup import prepare
 from robust_nic.evaluation.summary import results_summary
 from robust_nic.images import ImageError, image_size, read_image
 from robust_nic.metrics import ms_ssim_scales
@@ -167,7 +167,7 @@ def measure_images(evaluation: Evaluation, device: torch.device, provenance: dic
     pending = [(index, path) for index, path in enumerate(files) if path.name not in done]
     try:
         with tqdm(total=len(files), initial=len(files) - len(pending), desc="images", unit="img") as bar:
-            for batch in size_batches(pending, eval_settings(settings).batch_size):
+            for batch in size_batches(pending, group_settings(settings, "eval").batch_size):
                 # Nothing built in draws from torch's global generators (attacks seed their own, per image).
                 seed_image(run.seed, batch[0][1].name)
                 read = []

@@ -22,7 +22,7 @@ from robust_nic.evaluation.labels import checkpoint_label, model_label, unique
 from robust_nic.evaluation.metric_keys import attack_budgets
 from robust_nic.evaluation.resume import check_same_settings
 from robust_nic.fingerprints import training_image_check
-from robust_nic.settings import EvalSettings, EvaluateRunSettings, group_settings
+from robust_nic.settings import EvaluateRunSettings, group_settings
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def prepare(
     set_coding_device(run.coding.device)
     files = test_files(settings)  # first: a bad image list stops the run before any work
     training_images = training_image_check(
-        settings["model"], checkpoint_paths(settings), files, eval_settings(settings).allow_training_images
+        settings["model"], checkpoint_paths(settings), files, group_settings(settings, "eval").allow_training_images
     )
     codecs = load_codecs(settings, device)
     if resume_from:
@@ -102,11 +102,6 @@ def prepare(
         read_test_image = whole_image_reader(group_settings(settings, "data"))
         inputs.images = [(path.name, read_test_image(path)[None].to(device)) for path in files]
     return inputs
-
-
-def eval_settings(settings: dict) -> EvalSettings:
-    """The `eval` group (settings of a study composed without one: its defaults)."""
-    return group_settings(settings, "eval")
 
 
 def checkpoint_paths(settings: dict) -> list[str]:
